@@ -1,0 +1,211 @@
+"""AdaCoF and compressed AdaCoF: a U-Net that predicts per-pixel warp kernels, then two AdaCoF warps.
+
+Both published families share this file: compressed AdaCoF is AdaCoF with the narrower channel widths
+found by pruning, so the difference is only the architecture spec (see ``models/arch.py``). Module and
+parameter names follow the published code so that its checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cupy_module import SAMPLING_RULES, adacof_warp
+from models.arch import Spec, validate_arch
+
+# Mean RGB that the published kernel-estimation network subtracts from its inputs.
+RGB_MEAN = (0.4631, 0.4352, 0.3990)
+
+
+def _conv_relu_stack(widths: list[int], in_ch: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for out_ch in widths:
+        layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(inplace=False)]
+        in_ch = out_ch
+    return layers
+
+
+def _upsample() -> nn.Upsample:
+    return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+
+
+def _head(in_ch: int, hidden: list[int], out_ch: int, activation: nn.Module | None) -> nn.Sequential:
+    """conv+ReLU x3, bilinear x2, conv (indices 0, 2, 4, 7 carry parameters), optional activation."""
+    layers = [*_conv_relu_stack(hidden, in_ch), _upsample(), nn.Conv2d(hidden[-1], out_ch, 3, padding=1)]
+    if activation is not None:
+        layers.append(activation)
+    return nn.Sequential(*layers)
+
+
+class KernelEstimation(nn.Module):
+    """Encoder-decoder predicting Weight/Alpha/Beta for both frames plus blending maps.
+
+    ``forward`` returns a dict of head outputs at the input resolution; with ``features=True``
+    (CDFI) it also returns the five 1x1-projected encoder feature maps.
+    """
+
+    def __init__(self, spec: Spec, kernel_size: int) -> None:
+        super().__init__()
+        taps = kernel_size * kernel_size
+        enc, dec, heads = spec["encoder"], spec["decoder"], spec["heads"]
+        self.head_names = tuple(heads)
+        self.with_features = "features" in spec
+        if self.with_features:
+            for i, out_ch in enumerate(spec["features"], start=1):
+                # padding=1 on a 1x1 conv grows the map by 2 px; published checkpoints depend on it.
+                setattr(self, f"module1by1_{i}", nn.Conv2d(enc[i - 1][-1], out_ch, 1, padding=1))
+        in_ch = 6
+        for i, widths in enumerate(enc, start=1):
+            setattr(self, f"moduleConv{i}", nn.Sequential(*_conv_relu_stack(widths, in_ch)))
+            in_ch = widths[-1]
+        for level, widths in zip((5, 4, 3, 2), dec, strict=True):
+            skip_ch = enc[level - 1][-1]
+            setattr(self, f"moduleDeconv{level}", nn.Sequential(*_conv_relu_stack(widths, in_ch)))
+            setattr(
+                self,
+                f"moduleUpsample{level}",
+                nn.Sequential(_upsample(), nn.Conv2d(widths[-1], skip_ch, 3, padding=1), nn.ReLU(inplace=False)),
+            )
+            in_ch = skip_ch
+        for name in self.head_names:
+            if name.startswith("Weight"):
+                out_ch, act = taps, nn.Softmax(dim=1)
+            elif name.startswith(("Alpha", "Beta")):
+                out_ch, act = taps, None
+            else:
+                out_ch, act = 1, nn.Sigmoid()
+            setattr(self, f"module{name}", _head(in_ch, heads[name], out_ch, act))
+        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = torch.cat([frame0 - self.rgb_mean, frame2 - self.rgb_mean], 1)
+        skips = []
+        for i in range(1, 6):
+            x = getattr(self, f"moduleConv{i}")(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, 2)
+        for level in (5, 4, 3, 2):
+            x = getattr(self, f"moduleDeconv{level}")(x)
+            x = getattr(self, f"moduleUpsample{level}")(x) + skips[level - 1]
+        out = {name: getattr(self, f"module{name}")(x) for name in self.head_names}
+        if self.with_features:
+            for i in range(1, 6):
+                out[f"feature{i}"] = getattr(self, f"module1by1_{i}")(skips[i - 1])
+        return out
+
+
+def pad_to_multiple(frame: torch.Tensor, multiple: int = 32) -> torch.Tensor:
+    """Reflect-pad bottom and right up to a multiple of ``multiple``, as the published models do."""
+    h, w = frame.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph >= h or pw >= w:
+        raise ValueError(
+            f"frames of {w}x{h} are too small: reflect padding to a multiple of {multiple} needs at least "
+            f"{multiple // 2 + 1} pixels on each side"
+        )
+    if ph == 0 and pw == 0:
+        return frame
+    return F.pad(frame, (0, pw, 0, ph), mode="reflect")
+
+
+def check_frames(frame0: torch.Tensor, frame2: torch.Tensor) -> None:
+    """Raise a clear error unless the two frames are (N, 3, H, W) tensors of one shape."""
+    for name, t in (("frame0", frame0), ("frame2", frame2)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] != 3:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be an (N, 3, H, W) tensor, got {shape}")
+    if frame0.shape != frame2.shape:
+        raise ValueError(f"frames differ in size: {tuple(frame0.shape)} vs {tuple(frame2.shape)}")
+
+
+def charbonnier_mean(d: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """mean(sqrt(d^2 + eps)), the smoothness penalty of the published models."""
+    return torch.sqrt(d * d + eps).mean()
+
+
+def smoothness(m: torch.Tensor) -> torch.Tensor:
+    """Charbonnier of horizontal plus vertical differences of a map (N, 1, H, W)."""
+    return charbonnier_mean(m[..., :, 1:] - m[..., :, :-1]) + charbonnier_mean(m[..., 1:, :] - m[..., :-1, :])
+
+
+def spatial_regulariser(k: dict[str, torch.Tensor]) -> torch.Tensor:
+    """g_Spatial: smoothness of the channel mean of Weight*offset for the four (Weight, offset) pairs."""
+    total = k["Weight1"].new_zeros(())
+    for w, off in (("Weight1", "Alpha1"), ("Weight1", "Beta1"), ("Weight2", "Alpha2"), ("Weight2", "Beta2")):
+        total = total + smoothness((k[w] * k[off]).mean(1, keepdim=True))
+    return total
+
+
+class WarpingModel(nn.Module):
+    """What every variant shares: padding, kernel estimation, the two AdaCoF warps, cropping."""
+
+    model_name = "adacof"
+
+    def __init__(
+        self,
+        kernel_size: int,
+        dilation: int,
+        spec: Spec,
+        sampling: str = "trunc",
+        legacy_grad: bool = False,
+    ) -> None:
+        super().__init__()
+        validate_arch(spec)
+        if sampling not in SAMPLING_RULES:
+            raise ValueError(f"unknown sampling rule {sampling!r}; expected one of {SAMPLING_RULES}")
+        if kernel_size < 1 or dilation < 1:
+            raise ValueError(f"kernel_size and dilation must be positive, got {kernel_size}, {dilation}")
+        self.kernel_size = int(kernel_size)
+        self.dilation = int(dilation)
+        self.sampling = sampling
+        self.legacy_grad = legacy_grad
+        self.arch = spec
+        self.kernel_pad = (self.kernel_size - 1) * self.dilation // 2
+        self.get_kernel = KernelEstimation(spec, self.kernel_size)
+
+    def pad_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        """Replication padding by (F-1)*D/2 so that every tap of every output pixel lands inside."""
+        p = self.kernel_pad
+        return F.pad(frame, (p, p, p, p), mode="replicate")
+
+    def warp(self, x: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """AdaCoF warp of an already padded tensor with this model's dilation and sampling rule."""
+        return adacof_warp(
+            x, weight, alpha, beta, self.dilation, sampling=self.sampling, legacy_grad=self.legacy_grad
+        )
+
+    def synthesize(
+        self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The AdaCoF family's output: occlusion-weighted sum of the two warped frames."""
+        warp0 = self.warp(self.pad_frame(frame0), k["Weight1"], k["Alpha1"], k["Beta1"])
+        warp2 = self.warp(self.pad_frame(frame2), k["Weight2"], k["Alpha2"], k["Beta2"])
+        occ = k["Occlusion"]
+        return occ * warp0 + (1 - occ) * warp2
+
+    def regularisers(self, k: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"g_Spatial": spatial_regulariser(k), "g_Occlusion": smoothness(k["Occlusion"])}
+
+    def forward(
+        self, frame0: torch.Tensor, frame2: torch.Tensor
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Middle frame in eval mode; in train mode a dict with ``frame1`` and the regularisers."""
+        check_frames(frame0, frame2)
+        h, w = frame0.shape[-2:]
+        frame0, frame2 = pad_to_multiple(frame0), pad_to_multiple(frame2)
+        k = self.get_kernel(frame0, frame2)
+        out = self.synthesize(frame0, frame2, k)[..., :h, :w]
+        if not self.training:
+            return out
+        return {"frame1": out, **self.regularisers(k)}
+
+
+class AdaCoF(WarpingModel):
+    """AdaCoF (Lee et al., CVPR 2020) with the published widths, or any spec of the same topology."""
+
+
+class CompressedAdaCoF(WarpingModel):
+    """AdaCoF rebuilt with the channel widths that OBProxSG pruning left (CDFI, Sec. 3)."""
+
+    model_name = "compressed_adacof"

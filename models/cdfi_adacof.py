@@ -1,0 +1,62 @@
+"""CDFI: compressed AdaCoF plus multi-scale feature warping and a GridNet synthesis (CVPR 2021)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from models.adacof import WarpingModel, spatial_regulariser
+from models.arch import Spec
+from models.gridnet import GridNet
+
+
+class CDFIAdaCoF(WarpingModel):
+    """The final CDFI model: both frames and five feature maps warped with each kernel set, fused by
+    a GridNet, and blended with the AdaCoF output by the Blend head."""
+
+    model_name = "cdfi_adacof"
+
+    def __init__(
+        self,
+        kernel_size: int,
+        dilation: int,
+        spec: Spec,
+        sampling: str = "trunc",
+        legacy_grad: bool = False,
+    ) -> None:
+        super().__init__(kernel_size, dilation, spec, sampling, legacy_grad)
+        in_ch = 2 * (3 + sum(spec["features"]))
+        self.context_synthesis = GridNet(in_ch, 3, spec["gridnet"])
+
+    def _warp_many(self, tensors: list[torch.Tensor], k: dict[str, torch.Tensor], side: int) -> list[torch.Tensor]:
+        """Warp every tensor with kernel set ``side`` (1 or 2).
+
+        The warp treats channels independently, so the tensors go through one call and share the
+        kernels' index work. The published backward pass depends on channel position, so
+        ``legacy_grad`` keeps one call per tensor, as the published code does.
+        """
+        kw = (k[f"Weight{side}"], k[f"Alpha{side}"], k[f"Beta{side}"])
+        if self.legacy_grad:
+            return [self.warp(t, *kw) for t in tensors]
+        warped = self.warp(torch.cat(tensors, 1), *kw)
+        return list(torch.split(warped, [t.shape[1] for t in tensors], 1))
+
+    def synthesize(
+        self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        p0, p2 = self.pad_frame(frame0), self.pad_frame(frame2)
+        size = p0.shape[-2:]
+        feats = [
+            F.interpolate(k[f"feature{i}"], size=size, mode="bilinear", align_corners=False) for i in range(1, 6)
+        ]
+        warp0, *feats1 = self._warp_many([p0, *feats], k, 1)
+        warp2, *feats2 = self._warp_many([p2, *feats], k, 2)
+        stack = [warp0, warp2]
+        for a, b in zip(feats1, feats2, strict=True):
+            stack += [a, b]
+        context = self.context_synthesis(torch.cat(stack, 1))
+        occ, blend = k["Occlusion"], k["Blend"]
+        return blend * context + (1 - blend) * (occ * warp0 + (1 - occ) * warp2)
+
+    def regularisers(self, k: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"g_Spatial": spatial_regulariser(k)}
