@@ -1,0 +1,5 @@
+"""Sparsity-inducing optimisers used for CDFI's compression stage."""
+
+from optimizers.obproxsg import OBProxSG, ProxSG
+
+__all__ = ["OBProxSG", "ProxSG"]
