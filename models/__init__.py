@@ -90,6 +90,7 @@ def _arch_for(name: str, kernel_size: int, dilation: int) -> Spec:
 
 
 __all__ = [
+    "DEFAULT_SIZES",
     "MODELS",
     "PUBLISHED_VARIANTS",
     "AdaCoF",
