@@ -1,0 +1,237 @@
+"""Precision policy: the one place that decides fp32 / bf16 / fp16, autocast and memory format.
+
+Every script (inference API, CLIs, ``train.py``, ``prune.py``, ``test.py``, benchmarks) goes through
+these functions so that the rules are the same everywhere:
+
+- ``fp32`` works everywhere; ``bf16`` works on the CPU and on GPUs that support it; ``fp16`` is GPU only.
+- ``resolve_precision(name, device)`` validates *before any work*: an unknown name, or ``fp16`` on the
+  CPU, raises ``PrecisionError`` (a ``ValueError``) with a one-line message. ``bf16`` on a CPU without
+  native bf16 instructions (``avx512_bf16`` or ``amx_bf16``) prints one warning line on stderr and
+  returns ``"fp32"``. ``"auto"`` (or ``None``) means ``default_inference_precision(device)``.
+- Reduced precision is *mixed* precision: weights stay fp32, ``autocast(device, precision)`` runs the
+  convolutions in bf16/fp16. The AdaCoF warp upcasts its weights and offsets to fp32 and accumulates in
+  fp32, so reduced precision only touches the convolutions.
+- ``prepare_model(model, device, precision)`` moves the model to the device, puts it in
+  ``channels_last`` where that measures faster (see ``use_channels_last``) and returns it.
+- ``make_grad_scaler(device, precision)`` gives the loss scaler for training: enabled for fp16 only
+  (bf16 has fp32's exponent range and needs none).
+
+Typical inference::
+
+    precision = resolve_precision(args.precision, device)      # before loading anything
+    model = prepare_model(load_model(...), device, precision)
+    with torch.inference_mode(), autocast(device, precision):
+        out = model(frame0, frame2).float()
+
+Typical training step::
+
+    scaler = make_grad_scaler(device, precision)
+    with autocast(device, precision):
+        loss = criterion(model(f0, f2), gt)
+    scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+
+For argparse: ``add_precision_argument(parser, default="auto")`` (``test.py`` uses ``default="fp32"``
+so that its numbers stay comparable with the paper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Precision names accepted everywhere."""
+
+CPU_PRECISIONS = ("fp32", "bf16")
+"""The subset that runs on the CPU."""
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""/proc/cpuinfo flags that mean the CPU computes bf16 dot products natively (AVX512-BF16 or AMX)."""
+
+
+class PrecisionError(ValueError):
+    """An unknown precision, or one the device cannot run (fp16 on the CPU)."""
+
+
+def _device_type(device: torch.device | str) -> str:
+    return torch.device(device).type
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """The native-bf16 flags this CPU reports (empty where /proc/cpuinfo is missing)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[-1].split()) & frozenset(CPU_BF16_FLAGS)
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has AVX512-BF16 or AMX-BF16 (from /proc/cpuinfo, or torch's capability
+    string on systems without it)."""
+    if cpu_bf16_flags():
+        return True
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    return "AMX" in capability or "BF16" in capability
+
+
+def cuda_supports_bf16(device: torch.device | str = "cuda") -> bool:
+    """True when the CUDA device computes bf16 natively (Ampere or newer)."""
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+
+
+def default_inference_precision(device: torch.device | str) -> str:
+    """The default of the inference CLIs: bf16 on CPUs with native bf16 and on bf16-capable GPUs,
+    fp32 elsewhere."""
+    kind = _device_type(device)
+    if kind == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if kind == "cuda":
+        return "bf16" if cuda_supports_bf16(device) else "fp32"
+    return "fp32"
+
+
+def resolve_precision(precision: str | None, device: torch.device | str, *, warn: bool = True) -> str:
+    """Validate ``precision`` for ``device`` and return the one to use (``"fp32"``, ``"bf16"``, ``"fp16"``).
+
+    ``None`` or ``"auto"`` give ``default_inference_precision(device)``. Raises ``PrecisionError``
+    for an unknown name, for fp16 on the CPU, and for bf16 on a GPU without it. bf16 on a CPU without
+    native support prints one warning line and falls back to fp32.
+    """
+    kind = _device_type(device)
+    if precision is None or precision == "auto":
+        return default_inference_precision(device)
+    name = str(precision).lower()
+    if name not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {precision!r}; choose one of auto, {', '.join(PRECISIONS)}")
+    if kind == "cpu":
+        if name == "fp16":
+            raise PrecisionError("precision fp16 is not supported on the CPU; use fp32 or bf16")
+        if name == "bf16" and not cpu_has_native_bf16():
+            if warn:
+                print("warning: this CPU has no native bf16 (avx512_bf16/amx_bf16); using fp32", file=sys.stderr)
+            return "fp32"
+        return name
+    if kind == "cuda":
+        if name == "bf16" and torch.cuda.is_available() and not cuda_supports_bf16(device):
+            raise PrecisionError("precision bf16 needs a GPU of compute capability 8.0 or newer; use fp16 or fp32")
+        return name
+    if name != "fp32":
+        raise PrecisionError(f"precision {name} is not supported on device type {kind!r}; use fp32")
+    return name
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision, ``None`` for fp32."""
+    if precision not in DTYPES:
+        raise PrecisionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return None if precision == "fp32" else DTYPES[precision]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device | str, precision: str) -> Iterator[None]:
+    """``torch.autocast`` for a resolved precision; a no-op for fp32 (and explicitly disables any
+    enclosing autocast, so an fp32 region inside a bf16 one really is fp32)."""
+    dtype = autocast_dtype(precision)
+    kind = _device_type(device)
+    if dtype is None:
+        with torch.autocast(kind, enabled=False):
+            yield
+        return
+    with torch.autocast(kind, dtype=dtype):
+        yield
+
+
+def use_channels_last(device: torch.device | str, precision: str) -> bool:
+    """Whether ``prepare_model`` uses channels_last by default.
+
+    On the CPU channels_last lets oneDNN skip layout reorders around every convolution; measured on
+    the 2-core AVX512-BF16 machine it is faster in both fp32 and bf16 (see ``docs/speed.md``). On CUDA
+    it pays off with tensor cores (fp16/bf16) and is left off for fp32.
+    """
+    kind = _device_type(device)
+    if kind == "cpu":
+        return True
+    if kind == "cuda":
+        return precision in ("fp16", "bf16")
+    return False
+
+
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A 4-D tensor in channels_last (or contiguous) layout; other tensors are returned unchanged."""
+    if x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def prepare_model(
+    model: nn.Module,
+    device: torch.device | str,
+    precision: str,
+    *,
+    channels_last: bool | None = None,
+) -> nn.Module:
+    """Move ``model`` to ``device`` (weights stay fp32: autocast does the casting) and set its memory
+    format; ``channels_last=None`` means ``use_channels_last(device, precision)``. Returns the model."""
+    autocast_dtype(precision)
+    if channels_last is None:
+        channels_last = use_channels_last(device, precision)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(device=torch.device(device), memory_format=fmt)
+
+
+def make_grad_scaler(device: torch.device | str, precision: str) -> torch.amp.GradScaler:
+    """Loss scaler for mixed-precision training: enabled for fp16 only (a pass-through otherwise)."""
+    autocast_dtype(precision)
+    kind = _device_type(device)
+    enabled = precision == "fp16"
+    if enabled and kind != "cuda":
+        raise PrecisionError("fp16 training needs a CUDA device")
+    return torch.amp.GradScaler(kind, enabled=enabled)
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """Add ``--precision {auto,fp32,bf16,fp16}`` to a CLI; resolve it with ``resolve_precision``."""
+    parser.add_argument(
+        "--precision",
+        default=default,
+        choices=("auto", *PRECISIONS),
+        help=(
+            "numeric precision: fp32 everywhere, bf16 on CPUs with native bf16 and on recent GPUs, fp16 on "
+            f"GPUs only; auto = bf16 where native, else fp32 (default: {default})"
+        ),
+    )
+
+
+__all__ = [
+    "CPU_PRECISIONS",
+    "DTYPES",
+    "PRECISIONS",
+    "PrecisionError",
+    "add_precision_argument",
+    "autocast",
+    "autocast_dtype",
+    "cpu_has_native_bf16",
+    "cuda_supports_bf16",
+    "default_inference_precision",
+    "make_grad_scaler",
+    "prepare_model",
+    "resolve_precision",
+    "to_memory_format",
+    "use_channels_last",
+]
