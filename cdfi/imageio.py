@@ -29,6 +29,8 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             mode = img.mode
+            if img.format == "PNG" and _png_bit_depth(path) == 16:
+                raise ImageError(f"{path}: 16-bit PNG; frames must be 8-bit RGB")
             if mode == "P":
                 img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
                 mode = img.mode
@@ -40,6 +42,13 @@ def read_image(path: str | Path) -> torch.Tensor:
     except (OSError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot be decoded ({exc})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bit depth from the PNG header (PIL silently reduces 16-bit colour PNGs to 8 bits)."""
+    with open(path, "rb") as fh:
+        header = fh.read(25)
+    return header[24] if len(header) == 25 and header[12:16] == b"IHDR" else 8
 
 
 def _describe(mode: str) -> str:

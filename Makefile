@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared)
+
+# Data sets and the published reference layout live in the shared folder beside the checkout.
+ifneq ($(wildcard $(SHARED)/test_data),)
+export CDFI_DATA_ROOT ?= $(SHARED)/test_data
+endif
+ifneq ($(wildcard $(SHARED)),)
+export CDFI_SHARED ?= $(SHARED)
+endif
+
+.PHONY: install demo test lint clean-venv
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) interpolate_twoframe.py
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,111 @@
+"""Checkpoint I/O: published format, ours, bare state dicts, wrong variants, corrupt files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cdfi.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
+from cdfi.paths import MissingCheckpointError, resolve_checkpoint
+from models import make_model
+
+
+@pytest.fixture(scope="module")
+def compressed() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return make_model("compressed_adacof", 5, 1)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_published_format_round_trip(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    path = tmp_path / "compressed_adacof_F_5_D_1.pth"
+    torch.save({"epoch": 7, "state_dict": compressed.state_dict()}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.epoch == 7 and ckpt.is_published_format
+    model = load_model(path)
+    assert (model.model_name, model.kernel_size, model.dilation, model.sampling) == (
+        "compressed_adacof", 5, 1, "trunc",
+    )
+    assert not model.training
+    assert _same_weights(model, compressed)
+
+
+def test_bare_state_dict(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    path = tmp_path / "bare.pth"
+    torch.save(compressed.state_dict(), path)
+    assert _same_weights(load_model(path), compressed)
+
+
+def test_our_format_keeps_metadata_published_code_can_read(tmp_path: Path) -> None:
+    model = make_model("compressed_adacof", 11, 2, sampling="floor")
+    path = save_checkpoint(tmp_path / "ours.pth", model, epoch=3)
+    raw = torch.load(path, weights_only=True)
+    assert raw["epoch"] == 3 and set(raw["state_dict"]) == set(model.state_dict())
+    assert (raw["model"], raw["kernel_size"], raw["dilation"], raw["sampling"]) == ("compressed_adacof", 11, 2, "floor")
+    assert "arch" not in raw  # published widths need no spec
+    loaded = load_model(path)
+    assert loaded.sampling == "floor" and _same_weights(loaded, model)
+
+
+def test_custom_widths_travel_with_the_checkpoint(tmp_path: Path) -> None:
+    from models.arch import published_arch
+
+    spec = published_arch("compressed_adacof", 5, 1)
+    spec["encoder"][0] = [8, 8, 8]
+    model = make_model("compressed_adacof", 5, 1, arch=spec)
+    path = save_checkpoint(tmp_path / "custom.pth", model, epoch=0)
+    loaded = load_model(path)
+    assert loaded.get_kernel.moduleConv1[0].out_channels == 8
+    assert _same_weights(loaded, model)
+
+
+def test_wrong_variant_is_one_line(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    path = tmp_path / "c.pth"
+    torch.save({"epoch": 1, "state_dict": compressed.state_dict()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(make_model("cdfi_adacof"), load_checkpoint(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "compressed_adacof F5/D1" in message and "cdfi_adacof F11/D2" in message
+    with pytest.raises(CheckpointError, match="cdfi_adacof F11/D2 was asked for"):
+        load_model(path, name="cdfi_adacof")
+
+
+def test_sampling_override_warns(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    path = tmp_path / "pub.pth"
+    torch.save({"epoch": 1, "state_dict": compressed.state_dict()}, path)
+    with pytest.warns(UserWarning, match="differ from the paper"):
+        model = load_model(path, sampling="floor")
+    assert model.sampling == "floor"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken zip"])
+def test_corrupt_files(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "broken.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="broken.pth"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_message(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pth")
+    with pytest.raises(MissingCheckpointError, match="--checkpoint"):
+        resolve_checkpoint(tmp_path / "unknown_name.pth")
+    with pytest.raises(MissingCheckpointError, match="not found"):
+        resolve_checkpoint(tmp_path / "CDFI_adacof.pth", explicit=True)
+
+
+def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    path = save_checkpoint(tmp_path / "a.pth", compressed, epoch=1)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="--force"):
+        save_checkpoint(path, compressed, epoch=2, force=False)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pth"]  # no temp files left behind

@@ -1,0 +1,76 @@
+"""Frame reading refuses what it cannot use, with the file named; writing is exact and atomic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cdfi.fileio import atomic_path
+from cdfi.imageio import ImageError, read_image, write_image
+
+
+def test_round_trip_is_exact_on_8bit(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, size=(9, 13, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.png")
+    frame = read_image(tmp_path / "a.png")
+    assert frame.shape == (3, 9, 13) and frame.dtype == torch.float32
+    np.testing.assert_array_equal(np.round(frame.permute(1, 2, 0).numpy() * 255).astype(np.uint8), array)
+    write_image(tmp_path / "b.png", frame)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), array)
+
+
+@pytest.mark.parametrize(
+    ("mode", "dtype", "channels", "needle"),
+    [("L", np.uint8, None, "grayscale"), ("RGBA", np.uint8, 4, "alpha"), ("I;16", np.uint16, None, "16-bit")],
+)
+def test_non_rgb_images_are_refused(tmp_path: Path, mode: str, dtype: type, channels: int | None, needle: str) -> None:
+    shape = (8, 8) if channels is None else (8, 8, channels)
+    path = tmp_path / f"img_{mode.replace(';', '')}.png"
+    Image.fromarray(np.zeros(shape, dtype=dtype)).save(path)
+    with pytest.raises(ImageError, match=needle) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+
+
+def test_16bit_colour_png_is_refused(tmp_path: Path) -> None:
+    import cv2
+
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), np.full((8, 8, 3), 40000, dtype=np.uint16))
+    with pytest.raises(ImageError, match="16-bit PNG"):
+        read_image(path)
+
+
+def test_truncated_and_garbage_files(tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ImageError, match="truncated.png"):
+        read_image(truncated)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"hello")
+    with pytest.raises(ImageError, match="not a readable image"):
+        read_image(garbage)
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_write_refuses_overwrite_without_force(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "x.png", torch.zeros(3, 4, 4))
+    with pytest.raises(FileExistsError, match="--force"):
+        write_image(path, torch.ones(3, 4, 4), force=False)
+    assert np.asarray(Image.open(path)).max() == 0
+
+
+def test_atomic_path_cleans_up_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
