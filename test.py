@@ -1,0 +1,17 @@
+"""Evaluate CDFI (F11/D2) on Middlebury "other" and UCF101-DVF (and Vimeo-90K test) as published.
+
+Example: python test.py --gpu_id 0 --kernel_size 11 --dilation 2
+"""
+
+import sys
+
+from cdfi.eval_cli import run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation; returns the exit status."""
+    return run("cdfi_adacof", "Evaluate the CDFI model (PSNR, SSIM, LPIPS as published).", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
