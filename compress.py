@@ -1,0 +1,87 @@
+"""Turn a pruned checkpoint (or its sparsity report) into a compressed architecture spec.
+
+Each layer's density says how many of its weights survived pruning; the widths are chosen so that every
+layer keeps about that many weights (CDFI's sqrt rule, solved jointly so that connected layers and skip
+additions agree), and written as a JSON spec that ``make_model`` builds. Train it from scratch with
+``python train.py --model compressed_adacof --arch spec.json``.
+
+Examples:
+    python compress.py --checkpoint pruned.pth --out compressed.json
+    python compress.py --report pruned_sparsity.csv --model adacof --kernel_size 5 --dilation 1 --out c.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cdfi.checkpoint import checkpoint_variant, load_checkpoint
+from cdfi.compression import compress_variant, conv_densities, read_report_csv
+from cdfi.fileio import atomic_write_text, ensure_writable
+from models import DEFAULT_SIZES, list_models
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Compressed architecture spec from a pruned model.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="pruned checkpoint (e.g. from prune.py)")
+    src.add_argument("--report", help="sparsity CSV from sparsity_report.py (needs --model)")
+    p.add_argument("--model", choices=list_models(), default=None,
+                   help="family of the pruned network (with --report; a checkpoint says it itself)")
+    p.add_argument("--kernel_size", type=int, default=None, help="kernel size F (with --report)")
+    p.add_argument("--dilation", type=int, default=None, help="dilation D (with --report)")
+    p.add_argument("--arch", default=None, help="spec of the pruned network when it is not the published one")
+    p.add_argument("--out", required=True, help="where to write the compressed spec (JSON)")
+    p.add_argument("--method", choices=("product", "sqrt"), default="product",
+                   help="product: keep each layer's nonzero count, jointly (default); "
+                        "sqrt: sqrt(density) per side, averaged over connected layers")
+    p.add_argument("--threshold", type=float, default=0.0, help="count |w| > threshold as nonzero")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the spec and print the old and new widths; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        out = ensure_writable(args.out, args.force)
+        base_spec = None
+        if args.checkpoint:
+            ckpt = load_checkpoint(args.checkpoint)
+            name, k, d = checkpoint_variant(ckpt)
+            base_spec = ckpt.meta.get("arch")
+            layers = conv_densities(ckpt.state_dict, threshold=args.threshold)
+            source = args.checkpoint
+        else:
+            if args.model is None:
+                raise ValueError("--report needs --model (and --kernel_size/--dilation unless published)")
+            name = args.model
+            k = args.kernel_size or DEFAULT_SIZES[name][0]
+            d = args.dilation or DEFAULT_SIZES[name][1]
+            layers = read_report_csv(args.report)
+            source = args.report
+        if args.arch:
+            base_spec = json.loads(Path(args.arch).read_text())
+        densities = {layer.name: layer.density for layer in layers}
+        if all(v >= 1.0 for v in densities.values()):
+            raise ValueError(f"{source}: every layer has density 1.0 (no sparsity); prune it with prune.py first")
+        result = compress_variant(name, k, d, base_spec, densities, method=args.method)
+        for conv_name, (c_in, c_out) in result.widths.items():
+            layer = result.graph.convs[conv_name]
+            print(f"{conv_name:<40} {layer.c_in:>4}->{layer.c_out:<4}  =>  {c_in:>4}->{c_out:<4}"
+                  f"  density {densities.get(conv_name, 1.0):.4f}")
+        print(f"parameters: {result.full_params:,} -> {result.compressed_params:,} "
+              f"({result.compressed_params / result.full_params:.1%})")
+        atomic_write_text(out, json.dumps(result.spec, indent=1) + "\n", force=args.force)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}; train it with: python train.py --model {result.spec['model']} "
+          f"--kernel_size {k} --dilation {d} --arch {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
