@@ -110,7 +110,9 @@ def load_backbone(net: str, path: str | Path) -> FeatureTaps:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BackboneError(f"{path}: cannot read LPIPS backbone weights ({type(exc).__name__})") from exc
-    features = spec.build().features
+    with torch.device("meta"):
+        features = spec.build().features
+    features = features.to_empty(device="cpu")
     state = _features_state(raw, path)
     expected = features.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -10,23 +9,10 @@ import torch
 
 lpips_ref = pytest.importorskip("lpips")
 
+from lpips_helpers import reference_lpips as _reference  # noqa: E402
+from lpips_helpers import save_backbone_as_torchvision as _save_backbone_as_torchvision  # noqa: E402
+
 from lpips_pytorch import BackboneError, build_lpips, cached_weights_path  # noqa: E402
-
-
-def _reference(net: str) -> torch.nn.Module:
-    """The ``lpips`` package model with a seeded random backbone and its shipped linear layers."""
-    torch.manual_seed(1234)
-    return lpips_ref.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
-
-
-def _save_backbone_as_torchvision(reference: torch.nn.Module, path: Path) -> None:
-    """Write the reference backbone as a torchvision-style state dict (``features.<index>...``)."""
-    state = {}
-    for key, value in reference.net.state_dict().items():
-        match = re.fullmatch(r"slice\d+\.(.+)", key)
-        assert match is not None
-        state[f"features.{match.group(1)}"] = value.clone()
-    torch.save(state, path)
 
 
 def _images(seed: int, shape: tuple[int, ...] = (2, 3, 48, 40)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +30,10 @@ def test_matches_lpips_package_both_conventions(net: str, tmp_path: Path) -> Non
     _save_backbone_as_torchvision(reference, backbone)
     x, y = _images(7)
     with torch.no_grad():
-        ours_published = build_lpips(net, backbone, "published")(x, y)
-        ours_standard = build_lpips(net, backbone, "standard")(x, y)
+        ours = build_lpips(net, backbone, "published")
+        ours_published = ours(x, y)
+        ours.convention = "standard"
+        ours_standard = ours(x, y)
         ref_published = reference(x, y, normalize=False).flatten()
         ref_standard = reference(x, y, normalize=True).flatten()
     assert ours_published.shape == (2,)
@@ -89,6 +77,8 @@ def test_bad_backbone_files_raise_one_line(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(BackboneError, match="cannot read"):
         build_lpips("squeeze", garbage)
+    with pytest.raises(ValueError, match="unknown LPIPS convention"):
+        build_lpips("squeeze", garbage, "minus_one_to_one")
     wrong = tmp_path / "alex.pth"
     _save_backbone_as_torchvision(_reference("alex"), wrong)
     with pytest.raises(BackboneError, match="not a squeeze backbone"):
