@@ -222,6 +222,7 @@ _PRESERVE = {
     "clamp_max", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training", "native_batch_norm",
     "_native_batch_norm_legit_functional", "lift_fresh", "contiguous",
 }
+_VIEWS = {"view", "reshape", "_unsafe_view", "unsqueeze", "expand", "alias", "_reshape_alias"}
 # Elementwise ops with broadcasting: equal channel counts are the same channels.
 _BROADCAST = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "where",
               "rsub", "lerp"}
@@ -315,7 +316,10 @@ def trace_channel_graph(model: nn.Module, *example_inputs: Any) -> ChannelGraph:
             consumed.add(id(t))
         for t in outs:
             produced.add(id(t))
-        if name in ("convolution", "_convolution") and id(args[1]) in conv_of:
+        if name in _VIEWS and ins and id(ins[0]) in follower_of:
+            for t in outs:  # e.g. PReLU reshapes its weight to (1, C, 1, 1) before use
+                follower_of[id(t)] = follower_of[id(ins[0])]
+        elif name in ("convolution", "_convolution") and id(args[1]) in conv_of:
             cname = conv_of[id(args[1])]
             x, weight, y = args[0], args[1], outs[0]
             transposed, groups = bool(args[6]), int(args[8])
