@@ -1,0 +1,54 @@
+"""Score the classical baselines (frame average, DIS optical flow) with the evaluation code of test.py.
+
+    python benchmarks/baselines.py [--data_root DIR] [--datasets middlebury,ucf101] [--limit N]
+
+Prints one mean row per baseline and set and writes ``results.json`` under ``--out_dir``; the model
+card quotes these numbers next to the trained checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cdfi.baselines import BASELINES  # noqa: E402
+from cdfi.evaluation import evaluate_set, write_results_json  # noqa: E402
+from datasets.benchmark_sets import DatasetNotFoundError, load_benchmark_set  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_root", default=None, help="folder with middlebury_others/ and ucf101_interp_ours/")
+    parser.add_argument("--datasets", default="middlebury,ucf101")
+    parser.add_argument("--baselines", default=",".join(BASELINES))
+    parser.add_argument("--limit", type=int, default=None, help="first N items of each set")
+    parser.add_argument("--out_dir", default="test_output/baselines")
+    args = parser.parse_args(argv)
+    names = [b for b in args.baselines.split(",") if b]
+    unknown = sorted(set(names) - set(BASELINES))
+    if unknown:
+        parser.error(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    try:
+        sets = [load_benchmark_set(k, args.data_root) for k in args.datasets.split(",") if k]
+    except DatasetNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = []
+    for name in names:
+        model = BASELINES[name]()
+        results = [
+            evaluate_set(model, bench, None, limit=args.limit, print_rows=False) for bench in sets
+        ]
+        write_results_json(Path(args.out_dir) / name / "results.json", results, {"baseline": name})
+        for r in results:
+            m = r.mean()
+            summary.append(f"{name:10s} {r.name:12s} items {m['items']:4d}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}")
+    print("\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
