@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.baselines import BASELINES  # noqa: E402
-from cdfi.evaluation import evaluate_set, write_results_json  # noqa: E402
-from datasets.benchmark_sets import DatasetNotFoundError, load_benchmark_set  # noqa: E402
+from cdfi.baselines import BASELINES
+from cdfi.evaluation import evaluate_set, write_results_json
+from datasets.benchmark_sets import DatasetNotFoundError, load_benchmark_set
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ class MissingOpenCVError(ImportError):
     """OpenCV is needed for flow-based baselines and warm starts."""
 
 
-def _cv2():  # noqa: ANN202 - returns the module
+def _cv2():
     try:
         import cv2
     except ImportError:
