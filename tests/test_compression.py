@@ -268,3 +268,46 @@ def test_compress_cli_from_report_and_refusals(pruned_checkpoint, tmp_path, caps
     err = capsys.readouterr().err
     assert "density 1.0" in err and err.count("\n") == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def _vimeo_folder(root, count: int = 3) -> None:
+    """A tiny Vimeo-90K-layout folder: smooth random frames shifted by one pixel per frame."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(count):
+        entry = f"00001/{i + 1:04d}"
+        folder = root / "sequences" / entry
+        folder.mkdir(parents=True)
+        base = rng.random((40, 40, 3))
+        for k, name in enumerate(("im1.png", "im2.png", "im3.png")):
+            Image.fromarray((np.roll(base, k, axis=1) * 255).astype(np.uint8)).save(folder / name)
+        entries.append(entry)
+    (root / "tri_trainlist.txt").write_text("\n".join(entries) + "\n")
+
+
+def test_prune_cli_sparsifies_reports_density_and_resumes(tmp_path, capsys) -> None:
+    import prune
+    from cdfi.checkpoint import load_checkpoint, load_model
+
+    _vimeo_folder(tmp_path / "vimeo")
+    start = tmp_path / "trained.pth"
+    save_checkpoint(start, make_model("compressed_adacof", 5, 1), epoch=0)
+    out = tmp_path / "pruned.pth"
+    args = ["--checkpoint", str(start), "--train_dir", str(tmp_path / "vimeo"), "--num_training_samples", "2",
+            "--batch_size", "1", "--crop", "32", "--epochs", "3", "--Np", "1", "--lr", "1e-2", "--lambda_", "1.0",
+            "--out", str(out), "--no_progress"]
+    assert prune.main([*args, "--max_steps", "3"]) == 0  # one proximal epoch, then one orthant step
+    partial = load_checkpoint(out).state_dict
+    assert prune.main([*args, "--resume"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split()[1] for ln in lines] == ["1", "2", "3"]
+    densities = [float(ln.split("model density")[1].split()[0]) for ln in lines]
+    assert densities[0] < 1.0 and densities == sorted(densities, reverse=True)
+    final = load_checkpoint(out)
+    assert final.meta["density"] == pytest.approx(densities[-1], abs=1e-4)
+    for name, w in partial.items():  # orthant steps never revive a zero
+        assert torch.all(final.state_dict[name][w == 0] == 0), name
+    assert isinstance(load_model(out), nn.Module)
+    assert prune.main(args) == 1 and "--force" in capsys.readouterr().err
+    assert prune.main([*args, "--lambda_", "0", "--force"]) == 1
+    assert "--lambda_" in capsys.readouterr().err
