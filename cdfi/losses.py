@@ -1,0 +1,204 @@
+"""Training losses configured by the published loss string, e.g. ``1*Charb+0.01*g_Spatial+0.005*VGG``.
+
+Terms (weight ``*`` name, joined by ``+``):
+
+- ``Charb``: Charbonnier distance to ground truth, ``mean(sqrt((out - gt)^2 + eps^2))`` with eps 1e-3;
+- ``L1`` / ``MSE``: mean absolute / squared error;
+- ``VGG``: MSE between frozen ImageNet VGG16 features up to relu4_3 (the first 22 modules of
+  ``torchvision.models.vgg16().features``) of output and ground truth; inputs are normalised with the
+  ImageNet mean and std, as the torchvision weights expect;
+- ``g_<name>``: a regulariser returned by the model in training mode (``g_Spatial``; the AdaCoF
+  family also returns ``g_Occlusion``), taken as is.
+
+VGG16 weights cannot be downloaded here, so they come from ``vgg_weights`` (a torchvision-format file,
+a full ``vgg16`` state dict or only its ``features.*`` entries) or torchvision's cache; without them
+``CompositeLoss`` raises ``VGGWeightsError`` naming the fix, before any training starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "PUBLISHED_LOSS",
+    "CompositeLoss",
+    "LossSpecError",
+    "LossTerm",
+    "VGGPerceptual",
+    "VGGWeightsError",
+    "charbonnier",
+    "find_vgg_weights",
+    "parse_loss",
+]
+
+# The loss of the published CDFI training (AdaCoF family models add g_Occlusion in their own recipe).
+PUBLISHED_LOSS = "1*Charb+0.01*g_Spatial+0.005*VGG"
+PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
+VGG_MODULES = 22  # features[:22] ends with the ReLU after conv4_3
+
+
+class LossSpecError(ValueError):
+    """A loss string that cannot be parsed or asks for a term the model does not provide."""
+
+
+class VGGWeightsError(LossSpecError):
+    """The VGG term was requested but no ImageNet VGG16 weights are available."""
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One ``weight*name`` term of a loss string."""
+
+    weight: float
+    name: str
+
+
+_TERM = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def parse_loss(spec: str) -> list[LossTerm]:
+    """Split ``1*Charb+0.01*g_Spatial`` into terms; unknown names and malformed parts are errors."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise LossSpecError("empty loss string; expected e.g. '1*Charb+0.01*g_Spatial'")
+    terms: list[LossTerm] = []
+    for part in spec.split("+"):
+        m = _TERM.match(part)
+        if m is None:
+            raise LossSpecError(f"loss term {part.strip()!r} is not of the form WEIGHT*NAME (in {spec!r})")
+        weight, name = float(m.group(1)), m.group(2)
+        if name not in PIXEL_TERMS and not name.startswith("g_"):
+            raise LossSpecError(
+                f"unknown loss term {name!r}; use {', '.join(PIXEL_TERMS)} or a model regulariser g_<name>"
+            )
+        if any(t.name == name for t in terms):
+            raise LossSpecError(f"loss term {name!r} appears twice in {spec!r}")
+        terms.append(LossTerm(weight, name))
+    return terms
+
+
+def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier distance ``mean(sqrt(d^2 + eps^2))`` of the published AdaCoF/CDFI training."""
+    d = output - target
+    return torch.sqrt(d * d + eps * eps).mean()
+
+
+def find_vgg_weights(path: str | Path | None = None) -> Path:
+    """The VGG16 weight file to use: ``path`` if given (must exist), else torchvision's cache."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise VGGWeightsError(f"--vgg_weights {p}: file not found")
+        return p
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
+    if cached.is_file():
+        return cached
+    raise VGGWeightsError(
+        f"the VGG loss needs ImageNet VGG16 weights: pass --vgg_weights PATH (torchvision's {VGG16_FILE}) "
+        f"or put that file in {cached.parent}, or drop VGG from --loss"
+    )
+
+
+def _vgg16_features() -> nn.Sequential:
+    """The first 22 modules of torchvision's VGG16 ``features`` (up to relu4_3), untrained."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    return make_layers(cfgs["D"], batch_norm=False)[:VGG_MODULES]
+
+
+class VGGPerceptual(nn.Module):
+    """MSE between frozen VGG16 relu4_3 features of output and target."""
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        super().__init__()
+        path = find_vgg_weights(weights)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several unrelated types for corrupt files
+            raise VGGWeightsError(f"{path}: not a readable VGG16 weight file ({type(exc).__name__})") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        features = _vgg16_features()
+        wanted = {f"features.{k}": v for k, v in features.state_dict().items()}
+        got = {k: state.get(k) for k in wanted} if isinstance(state, dict) else {}
+        bad = [k for k, v in wanted.items() if not isinstance(got.get(k), torch.Tensor) or got[k].shape != v.shape]
+        if bad:
+            raise VGGWeightsError(f"{path}: not VGG16 weights in torchvision's format (missing or wrong {bad[0]})")
+        features.load_state_dict({k.removeprefix("features."): v for k, v in got.items()})
+        features.requires_grad_(False).eval()
+        self.features = features
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> VGGPerceptual:
+        """The feature extractor stays in eval mode whatever the caller asks."""
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        f_out = self.features((output - self.mean) / self.std)
+        with torch.no_grad():
+            f_gt = self.features((target - self.mean) / self.std)
+        return F.mse_loss(f_out, f_gt)
+
+
+class CompositeLoss(nn.Module):
+    """The weighted sum of a loss string's terms.
+
+    ``forward(output, target)`` takes the model's training-mode dict (``frame1`` plus ``g_*``) or a bare
+    frame tensor and returns ``(total, parts)`` where ``parts`` maps each term name to its unweighted,
+    detached value.
+    """
+
+    def __init__(self, spec: str, vgg_weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.terms = parse_loss(spec)
+        self.vgg = VGGPerceptual(vgg_weights) if any(t.name == "VGG" for t in self.terms) else None
+
+    @property
+    def regularisers(self) -> list[str]:
+        """The ``g_*`` names this loss needs from the model."""
+        return [t.name for t in self.terms if t.name.startswith("g_")]
+
+    def check_model_outputs(self, names: list[str] | tuple[str, ...], model_name: str = "the model") -> None:
+        """Fail before training when a ``g_*`` term is not among the model's training outputs."""
+        missing = [n for n in self.regularisers if n not in names]
+        if missing:
+            have = ", ".join(n for n in names if n.startswith("g_")) or "none"
+            raise LossSpecError(f"loss term {missing[0]} is not produced by {model_name} (it gives: {have})")
+
+    def forward(
+        self, output: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        outputs = output if isinstance(output, dict) else {"frame1": output}
+        frame = outputs["frame1"].float()
+        target = target.float()
+        total = frame.new_zeros(())
+        parts: dict[str, float] = {}
+        for term in self.terms:
+            if term.name == "Charb":
+                value = charbonnier(frame, target)
+            elif term.name == "L1":
+                value = F.l1_loss(frame, target)
+            elif term.name == "MSE":
+                value = F.mse_loss(frame, target)
+            elif term.name == "VGG":
+                assert self.vgg is not None
+                value = self.vgg(frame, target)
+            else:
+                if term.name not in outputs:
+                    raise LossSpecError(f"loss term {term.name} is not among the model outputs {sorted(outputs)}")
+                value = outputs[term.name].float()
+            total = total + term.weight * value
+            parts[term.name] = float(value.detach())
+        return total, parts
