@@ -1,0 +1,192 @@
+"""test.py / test_compressed_adacof.py end to end on cropped Middlebury and UCF101 items with seeded
+random-weight checkpoints: rows, results.json, PNG layout, and scores recomputed independently
+(skimage and the ``lpips`` package) on the written PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lpips_helpers import reference_lpips, save_backbone_as_torchvision
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import test as test_cdfi
+import test_compressed_adacof
+from cdfi.checkpoint import save_checkpoint
+from cdfi.evaluation import evaluate_items
+from datasets.benchmark_sets import middlebury_items
+from models import make_model
+
+MIDDLEBURY = ("Beanbags", "Dimetrodon", "DogDance")
+UCF = ("1", "11")
+
+
+def _crop_copy(src: Path, dst: Path, box: tuple[int, int, int, int]) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as img:
+        img.crop(box).save(dst)
+
+
+def _small_root(data_root: Path, root: Path, box: tuple[int, int, int, int]) -> Path:
+    """Cropped copies of a few published items, in the published layout."""
+    for seq in MIDDLEBURY:
+        for rel in (f"input/{seq}/frame10.png", f"input/{seq}/frame11.png", f"gt/{seq}/frame10i11.png"):
+            _crop_copy(data_root / "middlebury_others" / rel, root / "middlebury_others" / rel, box)
+    for n in UCF:
+        for name in ("frame_00.png", "frame_02.png", "frame_01_gt.png"):
+            _crop_copy(data_root / "ucf101_interp_ours" / n / name, root / "ucf101_interp_ours" / n / name, box)
+    return root
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """Independent reader: PIL to float64 in [0, 1]."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+
+
+@pytest.fixture()
+def small_root(data_root: Path, tmp_path: Path) -> Path:
+    return _small_root(data_root, tmp_path / "data", (160, 120, 256, 184))
+
+
+@pytest.fixture()
+def compressed_ckpt(tmp_path: Path) -> Path:
+    torch.manual_seed(11)
+    return save_checkpoint(tmp_path / "compressed.pth", make_model("compressed_adacof", 5, 1), epoch=0)
+
+
+def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    reference = reference_lpips("squeeze")
+    backbone = save_backbone_as_torchvision(reference, tmp_path / "squeeze.pth")
+    out = tmp_path / "out"
+    rc = test_compressed_adacof.main([
+        "--checkpoint", str(compressed_ckpt), "--data_root", str(small_root), "--out_dir", str(out),
+        "--kernel_size", "5", "--dilation", "1", "--limit", "2", "--save_grid",
+        "--lpips_backbone", str(backbone), "--no_progress",
+    ])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = [line for line in captured.out.splitlines() if "PSNR" in line and "mean over" not in line]
+    assert [r.split(":")[0] for r in rows] == ["middlebury/Beanbags", "middlebury/Dimetrodon", "ucf101/1", "ucf101/11"]
+    assert sum("mean over 2 of 2 items" in line for line in captured.out.splitlines()) == 2
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["model"] == "compressed_adacof"
+    assert results["meta"]["lpips"] == {"net": "squeeze", "convention": "published"}
+    layout = {"middlebury": ("middlebury_others", "frame10i11.png", MIDDLEBURY[:2], "gt/{}/frame10i11.png"),
+              "ucf101": ("ucf101_interp_ours", "frame_01.png", UCF, "{}/frame_01_gt.png")}
+    model = make_model("compressed_adacof", 5, 1)
+    model.load_state_dict(torch.load(compressed_ckpt, weights_only=True)["state_dict"])
+    model.eval()
+    for key, (folder, filename, names, gt_pattern) in layout.items():
+        entry = results["sets"][key]
+        assert [item["name"] for item in entry["items"]] == list(names)
+        assert entry["skipped"] == []
+        for item in entry["items"]:
+            png = out / folder / item["name"] / filename
+            assert Path(item["output"]) == png
+            pred = _read_png(png)
+            gt = _read_png(small_root / folder / gt_pattern.format(item["name"]))
+            assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
+            assert item["ssim"] == pytest.approx(
+                structural_similarity(gt, pred, data_range=1, channel_axis=-1), abs=1e-6)
+            to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float()  # noqa: E731
+            with torch.no_grad():
+                expected_lpips = reference(to_t(pred), to_t(gt)).item()
+            assert item["lpips"] == pytest.approx(expected_lpips, rel=1e-4, abs=1e-6)
+            grid = Image.open(png.parent / "grid.png")
+            assert grid.size == (5 * pred.shape[1], pred.shape[0])
+        first = entry["items"][0]
+        frames = [_read_png(small_root / folder / p) for p in (
+            ("input/Beanbags/frame10.png", "input/Beanbags/frame11.png") if key == "middlebury"
+            else ("1/frame_00.png", "1/frame_02.png"))]
+        with torch.no_grad():
+            direct = model(*(torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in frames))[0]
+        written = torch.from_numpy(_read_png(Path(first["output"]))).permute(2, 0, 1).float()
+        assert (direct.clamp(0, 1) - written).abs().max() <= 0.5 / 255 + 1e-4
+        mean = entry["mean"]
+        assert mean["items"] == 2 and mean["of"] == 2
+        assert mean["psnr"] == pytest.approx(np.mean([i["psnr"] for i in entry["items"]]))
+        assert mean["lpips"] == pytest.approx(np.mean([i["lpips"] for i in entry["items"]]))
+
+    rc = test_compressed_adacof.main(["--checkpoint", str(compressed_ckpt), "--data_root", str(small_root),
+                                      "--out_dir", str(out), "--limit", "1", "--no_progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("error:") and "--force" in err[-1]
+
+
+def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _small_root(data_root, tmp_path / "data", (200, 150, 232, 182))
+    torch.manual_seed(5)
+    ckpt = save_checkpoint(tmp_path / "cdfi.pth", make_model("cdfi_adacof", 11, 2), epoch=3)
+    out = tmp_path / "out"
+    rc = test_cdfi.main(["--gpu_id", "0", "--checkpoint", str(ckpt), "--data_root", str(root),
+                         "--out_dir", str(out), "--datasets", "middlebury", "--limit", "1", "--no_progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["model"] == "cdfi_adacof" and list(results["sets"]) == ["middlebury"]
+    (item,) = results["sets"]["middlebury"]["items"]
+    pred = _read_png(out / "middlebury_others" / "Beanbags" / "frame10i11.png")
+    gt = _read_png(root / "middlebury_others" / "gt" / "Beanbags" / "frame10i11.png")
+    assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
+
+
+def test_bad_items_are_reported_and_skipped(small_root: Path, compressed_ckpt: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    broken = small_root / "middlebury_others" / "gt" / "Beanbags" / "frame10i11.png"
+    broken.write_bytes(b"not a png")
+    resized = small_root / "middlebury_others" / "gt" / "Dimetrodon" / "frame10i11.png"
+    Image.open(resized).crop((0, 0, 40, 30)).save(resized)
+    out = tmp_path / "out"
+    rc = test_compressed_adacof.main(["--checkpoint", str(compressed_ckpt), "--data_root", str(small_root),
+                                      "--out_dir", str(out), "--datasets", "middlebury,ucf101", "--limit", "3",
+                                      "--no_progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    skip_lines = [line for line in captured.err.splitlines() if line.startswith("skipped")]
+    assert len(skip_lines) == 2 + 1  # two broken Middlebury items, UCF folder 21 absent from the copy
+    assert str(broken) in skip_lines[0] and "size mismatch" in skip_lines[1] and "40x30" in skip_lines[1]
+    assert "ucf101/21" in skip_lines[2] and "no such file" in skip_lines[2]
+    results = json.loads((out / "results.json").read_text())
+    midd = results["sets"]["middlebury"]
+    assert [s["name"] for s in midd["skipped"]] == ["Beanbags", "Dimetrodon"]
+    assert [i["name"] for i in midd["items"]] == ["DogDance"]
+    assert midd["mean"]["items"] == 1 and midd["mean"]["of"] == 3
+    assert midd["mean"]["psnr"] == pytest.approx(midd["items"][0]["psnr"])
+    assert "mean over 1 of 3 items" in captured.out
+
+
+def test_missing_inputs_give_one_error_line(small_root: Path, compressed_ckpt: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    rc = test_compressed_adacof.main(["--checkpoint", str(compressed_ckpt), "--data_root", str(tmp_path / "nowhere"),
+                                      "--out_dir", str(tmp_path / "o1")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "middlebury_others" in err[0] and "not found" in err[0]
+
+    import cdfi.eval_cli
+    import cdfi.paths
+
+    monkeypatch.setattr(cdfi.paths, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+    monkeypatch.setattr(cdfi.eval_cli, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+    rc = test_cdfi.main(["--data_root", str(small_root), "--out_dir", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "CDFI_adacof.pth" in err[0] and "checkpoint not found" in err[0]
+
+
+def test_in_memory_validation_matches_png_round_trip(small_root: Path, tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = make_model("compressed_adacof", 5, 1).train()
+    items = middlebury_items(small_root)[:2]
+    on_disk = evaluate_items(model, items, tmp_path / "val", progress=False, print_rows=False)
+    in_memory = evaluate_items(model, items, None, progress=False, print_rows=False)
+    assert model.training
+    assert [r.psnr for r in on_disk.rows] == pytest.approx([r.psnr for r in in_memory.rows], abs=1e-9)
+    assert [r.ssim for r in on_disk.rows] == pytest.approx([r.ssim for r in in_memory.rows], abs=1e-9)
+    assert all(r.output is None for r in in_memory.rows)
