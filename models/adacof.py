@@ -30,6 +30,22 @@ def _upsample() -> nn.Upsample:
     return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
 
 
+class Float32Softmax(nn.Softmax):
+    """Softmax computed in fp32, so that kernel weights from bf16/fp16 logits (autocast) keep fp32
+    resolution; the same as ``nn.Softmax`` in fp32."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.float())
+
+
+class Float32Sigmoid(nn.Sigmoid):
+    """Sigmoid computed in fp32 (see ``Float32Softmax``): blending maps near 0.5 would otherwise be
+    quantised to bf16 steps of 0.002."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.float())
+
+
 def _head(in_ch: int, hidden: list[int], out_ch: int, activation: nn.Module | None) -> nn.Sequential:
     """conv+ReLU x3, bilinear x2, conv (indices 0, 2, 4, 7 carry parameters), optional activation."""
     layers = [*_conv_relu_stack(hidden, in_ch), _upsample(), nn.Conv2d(hidden[-1], out_ch, 3, padding=1)]
@@ -70,11 +86,11 @@ class KernelEstimation(nn.Module):
             in_ch = skip_ch
         for name in self.head_names:
             if name.startswith("Weight"):
-                out_ch, act = taps, nn.Softmax(dim=1)
+                out_ch, act = taps, Float32Softmax(dim=1)
             elif name.startswith(("Alpha", "Beta")):
                 out_ch, act = taps, None
             else:
-                out_ch, act = 1, nn.Sigmoid()
+                out_ch, act = 1, Float32Sigmoid()
             setattr(self, f"module{name}", _head(in_ch, heads[name], out_ch, act))
         self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
@@ -125,15 +141,17 @@ def charbonnier_mean(d: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def smoothness(m: torch.Tensor) -> torch.Tensor:
-    """Charbonnier of horizontal plus vertical differences of a map (N, 1, H, W)."""
+    """Charbonnier of horizontal plus vertical differences of a map (N, 1, H, W), computed in fp32
+    (under autocast the head outputs are bf16/fp16; the loss term is not)."""
+    m = m.float()
     return charbonnier_mean(m[..., :, 1:] - m[..., :, :-1]) + charbonnier_mean(m[..., 1:, :] - m[..., :-1, :])
 
 
 def spatial_regulariser(k: dict[str, torch.Tensor]) -> torch.Tensor:
     """g_Spatial: smoothness of the channel mean of Weight*offset for the four (Weight, offset) pairs."""
-    total = k["Weight1"].new_zeros(())
+    total = k["Weight1"].new_zeros((), dtype=torch.float32)
     for w, off in (("Weight1", "Alpha1"), ("Weight1", "Beta1"), ("Weight2", "Alpha2"), ("Weight2", "Beta2")):
-        total = total + smoothness((k[w] * k[off]).mean(1, keepdim=True))
+        total = total + smoothness((k[w].float() * k[off].float()).mean(1, keepdim=True))
     return total
 
 
