@@ -1,0 +1,195 @@
+"""Precision policy (cdfi/precision.py), every family under bf16 autocast + channels_last against fp32,
+and the warp's dtype contract under autocast.
+
+Tolerances, bf16 against fp32 on seeded random-weight models and 32x48 frames (bf16 keeps 8 bits of
+mantissa, relative step 2^-8 = 0.0039; errors of ~20 chained convolutions partly average out):
+output frames within 1e-2 absolute (mean 2e-3), regularisers within 1e-2 relative, the gradient of
+all parameters within 0.1 relative (L2 norm of the difference over the norm of the fp32 gradient).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cdfi.precision as precision
+from cdfi.precision import (
+    PrecisionError,
+    autocast,
+    default_inference_precision,
+    make_grad_scaler,
+    prepare_model,
+    resolve_precision,
+)
+from cupy_module import adacof_warp
+from models import make_model
+
+FAMILIES = ["adacof", "compressed_adacof", "cdfi_adacof"]
+
+
+def test_unknown_and_fp16_on_cpu_are_errors() -> None:
+    for bad in ("fp64", "half", "", "bfloat"):
+        with pytest.raises(PrecisionError, match="unknown precision"):
+            resolve_precision(bad, "cpu")
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(PrecisionError):
+        precision.autocast_dtype("fp8")
+
+
+def test_names_resolve_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("BF16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision(None, "cpu") == "bf16"
+    assert resolve_precision("fp16", "cuda") == "fp16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert default_inference_precision("cpu") == "fp32"
+    assert resolve_precision("auto", "cpu") == "fp32"
+
+
+def test_bf16_without_native_support_warns_once_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("bf16", "cpu") == "fp32"
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert "bf16" in captured.err and "fp32" in captured.err
+
+
+def test_cpuinfo_flags(tmp_path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert precision.cpu_bf16_flags(info) == {"avx512_bf16", "amx_bf16"}
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw\n")
+    precision.cpu_bf16_flags.cache_clear()
+    assert precision.cpu_bf16_flags(info) == frozenset()
+    assert precision.cpu_bf16_flags(tmp_path / "missing") == frozenset()
+    precision.cpu_bf16_flags.cache_clear()
+
+
+def test_autocast_context_and_scaler() -> None:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    x = torch.rand(1, 3, 8, 8)
+    with autocast("cpu", "bf16"):
+        assert conv(x).dtype == torch.bfloat16
+        with autocast("cpu", "fp32"):
+            assert conv(x).dtype == torch.float32
+    assert conv(x).dtype == torch.float32
+    assert not make_grad_scaler("cpu", "bf16").is_enabled()
+    assert not make_grad_scaler("cpu", "fp32").is_enabled()
+    with pytest.raises(PrecisionError):
+        make_grad_scaler("cpu", "fp16")
+
+
+def test_prepare_model_memory_format() -> None:
+    model = make_model("compressed_adacof")
+    prepare_model(model, "cpu", "bf16", channels_last=True)
+    conv = model.get_kernel.moduleConv1[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert conv.weight.dtype == torch.float32
+    prepare_model(model, "cpu", "fp32", channels_last=False)
+    assert conv.weight.is_contiguous()
+
+
+def _run(model: torch.nn.Module, frames: tuple[torch.Tensor, ...], prec: str, channels_last: bool) -> dict:
+    f0, f2, gt = frames
+    prepare_model(model, "cpu", prec, channels_last=channels_last)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad(), autocast("cpu", prec):
+        eval_out = model(f0, f2)
+    model.train()
+    with autocast("cpu", prec):
+        out = model(f0, f2)
+        loss = (out["frame1"] - gt).abs().mean() + sum(v for k, v in out.items() if k != "frame1")
+    loss.backward()
+    grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()}
+    regs = {k: float(v.detach()) for k, v in out.items() if k != "frame1"}
+    return {"eval": eval_out, "frame1": out["frame1"].detach(), "regs": regs, "grads": grads}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_bf16_forward_backward_matches_fp32(name: str) -> None:
+    model = make_model(name)
+    f0 = torch.rand(1, 3, 32, 48)
+    frames = (f0, (f0 + 0.2 * torch.rand_like(f0)).clamp(0, 1), torch.rand_like(f0))
+    ref = _run(model, frames, "fp32", channels_last=False)
+    low = _run(model, frames, "bf16", channels_last=True)
+    for key in ("eval", "frame1"):
+        assert low[key].dtype == torch.float32
+        assert low[key].shape == f0.shape
+        diff = (low[key] - ref[key]).abs()
+        assert diff.max() <= 1e-2 and diff.mean() <= 2e-3, (key, float(diff.max()), float(diff.mean()))
+    assert low["regs"].keys() == ref["regs"].keys()
+    for k, v in ref["regs"].items():
+        assert low["regs"][k] == pytest.approx(v, rel=1e-2)
+    assert low["grads"].keys() == ref["grads"].keys()
+    g_ref = torch.cat([g.flatten() for g in ref["grads"].values()])
+    g_low = torch.cat([g.flatten() for g in low["grads"].values()])
+    assert torch.isfinite(g_low).all()
+    rel = float((g_low - g_ref).norm() / g_ref.norm())
+    assert rel <= 0.1, rel
+
+
+def _ramp_case(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """F=1 warp of a horizontal ramp over 600 columns with a +0.25 px offset: positions near 600 are
+    not representable in bf16 (spacing 4), so any bf16 position arithmetic shows up."""
+    width = 600
+    ramp = (torch.arange(width, dtype=torch.float32) / 1024).view(1, 1, 1, width).expand(1, 2, 3, width)
+    weight = torch.ones(1, 1, 3, width, dtype=dtype)
+    off_i = torch.zeros(1, 1, 3, width, dtype=dtype)
+    off_j = torch.full((1, 1, 3, width), 0.25, dtype=dtype)
+    expected = ramp + 0.25 / 1024
+    expected[..., -1] = ramp[..., -1]  # the tap right of the last column is clamped to the border
+    return ramp.contiguous(), weight, off_i, off_j, expected
+
+
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])
+def test_warp_under_autocast_keeps_input_dtype_and_fp32_positions(in_dtype: torch.dtype) -> None:
+    ramp, weight, off_i, off_j, expected = _ramp_case(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = adacof_warp(ramp.to(in_dtype), weight, off_i, off_j, 1)
+    assert out.dtype == in_dtype
+    # Exact in fp32; for a bf16 input, rounding of the input plus rounding of the output: one bf16
+    # step (2^-8 for values in [0.5, 1)).
+    atol = 1e-6 if in_dtype == torch.float32 else 2**-8
+    expected = expected.to(in_dtype).float() if in_dtype == torch.bfloat16 else expected
+    torch.testing.assert_close(out.float(), expected, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])
+def test_warp_accumulates_in_fp32_under_autocast(in_dtype: torch.dtype) -> None:
+    """121 taps of weight bf16(1/121) on a constant image: the fp32 sum is 0.99701; a bf16 running sum
+    stalls near 0.953, far outside one bf16 rounding of the result."""
+    f, h, w = 11, 3, 4
+    image = torch.ones(1, 2, h + f - 1, w + f - 1, dtype=in_dtype)
+    weight = torch.full((1, f * f, h, w), 1 / 121, dtype=torch.bfloat16)
+    zeros = torch.zeros_like(weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = adacof_warp(image, weight, zeros, zeros, 1)
+    exact = float(weight[0, 0, 0, 0].double()) * f * f
+    assert out.dtype == in_dtype
+    atol = 1e-6 if in_dtype == torch.float32 else 2**-8
+    torch.testing.assert_close(out.float(), torch.full_like(out, exact, dtype=torch.float32), atol=atol, rtol=0)
+
+
+def test_warp_backward_under_autocast_matches_fp32() -> None:
+    """Gradients for bf16 weights/offsets come back in their dtype and equal the fp32 gradients at the
+    same (bf16-representable) values up to bf16 rounding of the gradient."""
+    f, d, h, w = 3, 2, 5, 6
+    p = (f - 1) * d
+    image = torch.rand(1, 3, h + p, w + p)
+    weight = torch.softmax(torch.randn(1, f * f, h, w), 1).bfloat16()
+    off_i, off_j = (2 * torch.randn(1, f * f, h, w)).bfloat16(), (2 * torch.randn(1, f * f, h, w)).bfloat16()
+    low = [t.clone().requires_grad_() for t in (image, weight, off_i, off_j)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adacof_warp(*low, d).square().sum().backward()
+    ref = [t.float().clone().requires_grad_() for t in (image, weight, off_i, off_j)]
+    adacof_warp(*ref, d).square().sum().backward()
+    for a, b in zip(low, ref, strict=True):
+        assert a.grad.dtype == a.dtype
+        torch.testing.assert_close(a.grad.float(), b.grad, atol=1e-2, rtol=2**-7)
