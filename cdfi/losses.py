@@ -4,9 +4,10 @@ Terms (weight ``*`` name, joined by ``+``):
 
 - ``Charb``: Charbonnier distance to ground truth, ``mean(sqrt((out - gt)^2 + eps^2))`` with eps 1e-3;
 - ``L1`` / ``MSE``: mean absolute / squared error;
-- ``VGG``: MSE between frozen ImageNet VGG16 features up to relu4_3 (the first 22 modules of
-  ``torchvision.models.vgg16().features``) of output and ground truth; inputs are normalised with the
-  ImageNet mean and std, as the torchvision weights expect;
+- ``VGG``: MSE between frozen ImageNet VGG16 features of output and ground truth, taken after the first
+  22 modules of ``torchvision.models.vgg16().features`` as the reference specifies (that slice ends with
+  the conv4_3 convolution; the ReLU that makes it "relu4_3" is module 22 and is not included); inputs
+  are normalised with the ImageNet mean and std, as the torchvision weights expect;
 - ``g_<name>``: a regulariser returned by the model in training mode (``g_Spatial``; the AdaCoF
   family also returns ``g_Occlusion``), taken as is.
 
@@ -43,7 +44,7 @@ PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
-VGG_MODULES = 22  # features[:22] ends with the ReLU after conv4_3
+VGG_MODULES = 22  # features[:22]: up to and including conv4_3
 
 
 class LossSpecError(ValueError):
@@ -108,14 +109,14 @@ def find_vgg_weights(path: str | Path | None = None) -> Path:
 
 
 def _vgg16_features() -> nn.Sequential:
-    """The first 22 modules of torchvision's VGG16 ``features`` (up to relu4_3), untrained."""
+    """The first 22 modules of torchvision's VGG16 ``features`` (through conv4_3), untrained."""
     from torchvision.models.vgg import cfgs, make_layers
 
     return make_layers(cfgs["D"], batch_norm=False)[:VGG_MODULES]
 
 
 class VGGPerceptual(nn.Module):
-    """MSE between frozen VGG16 relu4_3 features of output and target."""
+    """MSE between frozen VGG16 ``features[:22]`` activations of output and target."""
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()

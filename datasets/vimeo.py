@@ -72,19 +72,24 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def synthetic_triplet(
-    image: torch.Tensor, rng: np.random.Generator, max_shift: float = 4.0
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    max_shift: float = 4.0,
+    max_angle: float = 2.0,
+    max_zoom: float = 0.03,
 ) -> tuple[torch.Tensor, ...]:
     """Three frames of ``image`` (3, H, W) under linear motion with known parameters.
 
     The motion from frame0 to frame2 is a translation of up to ``max_shift`` px per axis, a rotation of
-    up to 2 degrees and a zoom of up to 3 %; frame1 sits exactly half-way. All three frames are
+    up to ``max_angle`` degrees and a zoom of up to ``max_zoom``; frame1 sits exactly half-way in time
+    (half the translation, half the angle, the geometric mean of the zoom). All three frames are
     resampled (bilinearly, border padding) around a common random sub-pixel base position, so the
     ground truth is not sharper than the inputs.
     """
     _, h, w = image.shape
     shift = rng.uniform(-max_shift, max_shift, size=2)
-    angle = math.radians(rng.uniform(-2.0, 2.0))
-    log_zoom = math.log(1.0 + rng.uniform(-0.03, 0.03))
+    angle = math.radians(rng.uniform(-max_angle, max_angle))
+    log_zoom = math.log(1.0 + rng.uniform(-max_zoom, max_zoom))
     base = rng.uniform(-0.5, 0.5, size=2)
     thetas = []
     for t in (-0.5, 0.0, 0.5):
