@@ -13,6 +13,8 @@ these functions so that the rules are the same everywhere:
   fp32, so reduced precision only touches the convolutions.
 - ``prepare_model(model, device, precision)`` moves the model to the device, puts it in
   ``channels_last`` where that measures faster (see ``use_channels_last``) and returns it.
+- ``tune_cpu_allocator()`` (called by ``prepare_model`` on the CPU) stops glibc from unmapping and
+  re-faulting every large activation, which otherwise costs as much as the ReLUs and adds themselves.
 - ``make_grad_scaler(device, precision)`` gives the loss scaler for training: enabled for fp16 only
   (bf16 has fp32's exponent range and needs none).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import functools
 import sys
 from collections.abc import Iterator
@@ -179,18 +182,44 @@ def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
+
+
+def tune_cpu_allocator(enable: bool = True) -> bool:
+    """Keep freed memory inside the process (glibc ``mallopt``): no ``mmap`` for large blocks, no trimming.
+
+    Every activation of a 640x480 forward pass is a fresh block of tens of MB. glibc serves blocks over
+    32 MB with ``mmap`` and unmaps them on free, so each new tensor page-faults all its pages again; on
+    this VM that made an out-of-place ReLU of a (1, 64, 480, 640) tensor take 70-90 ms instead of 2-16 ms.
+    With this setting freed blocks are reused; the process keeps its peak footprint. ``enable=False``
+    restores glibc's defaults. Returns False (and does nothing) where glibc is not the C library.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    values = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_MMAP_MAX: 0} if enable else _GLIBC_DEFAULTS
+    return all(mallopt(ctypes.c_int(k), ctypes.c_int(v)) == 1 for k, v in values.items())
+
+
 def prepare_model(
     model: nn.Module,
     device: torch.device | str,
     precision: str,
     *,
     channels_last: bool | None = None,
+    tune_allocator: bool = True,
 ) -> nn.Module:
     """Move ``model`` to ``device`` (weights stay fp32: autocast does the casting) and set its memory
-    format; ``channels_last=None`` means ``use_channels_last(device, precision)``. Returns the model."""
+    format; ``channels_last=None`` means ``use_channels_last(device, precision)``. On the CPU it also
+    calls ``tune_cpu_allocator()`` unless ``tune_allocator=False``. Returns the model."""
     autocast_dtype(precision)
     if channels_last is None:
         channels_last = use_channels_last(device, precision)
+    if tune_allocator and _device_type(device) == "cpu":
+        tune_cpu_allocator()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return model.to(device=torch.device(device), memory_format=fmt)
 
@@ -233,5 +262,6 @@ __all__ = [
     "prepare_model",
     "resolve_precision",
     "to_memory_format",
+    "tune_cpu_allocator",
     "use_channels_last",
 ]
