@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("product", "sqrt"), default="product",
                    help="product: keep each layer's nonzero count, jointly (default); "
                         "sqrt: sqrt(density) per side, averaged over connected layers")
+    p.add_argument("--balance", type=float, default=0.0,
+                   help="product method only: weight of keeping a layer's input and output reductions equal "
+                        "(0: none, 1: same as --method sqrt)")
     p.add_argument("--threshold", type=float, default=0.0, help="count |w| > threshold as nonzero")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     return p
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         densities = {layer.name: layer.density for layer in layers}
         if all(v >= 1.0 for v in densities.values()):
             raise ValueError(f"{source}: every layer has density 1.0 (no sparsity); prune it with prune.py first")
-        result = compress_variant(name, k, d, base_spec, densities, method=args.method)
+        result = compress_variant(name, k, d, base_spec, densities, method=args.method, balance=args.balance)
         for conv_name, (c_in, c_out) in result.widths.items():
             layer = result.graph.convs[conv_name]
             print(f"{conv_name:<40} {layer.c_in:>4}->{layer.c_out:<4}  =>  {c_in:>4}->{c_out:<4}"

@@ -431,24 +431,31 @@ def solve_widths(
     densities: Mapping[str, float],
     method: str = "product",
     ties: Sequence[Sequence[str]] = (),
+    keep_outputs: Iterable[str] = (),
+    balance: float = 0.0,
 ) -> Widths:
     """Integer (in, out) channels per convolution, consistent across every channel group.
 
     ``densities`` maps conv names to densities (missing convs count as 1.0). Fixed groups keep their
     width. ``ties`` lists sets of convs whose *outputs* must share one width (e.g. because a spec format
     stores a single width for them); tying a conv whose output is fixed fixes the whole set.
+    ``keep_outputs`` names convs whose output width must not change (e.g. one a spec cannot express).
 
     Methods, both working on u_g = log(width_g / full width_g) of each free group g:
 
     * ``"sqrt"``: the paper's rule. Each conv proposes sqrt(d)*c for its input and its output channels;
       a group takes the geometric mean of the proposals of its members.
     * ``"product"`` (default): keep each layer's number of nonzero weights, u_in + u_out = log d, in the
-      least-squares sense; directions the layers leave undetermined take the sqrt rule. Where both
-      sides of a layer are free and neighbours have equal densities this equals the sqrt rule; next to a
-      fixed width (the RGB input, the F*F heads) it puts the whole reduction on the free side.
+      least-squares sense; directions the layers leave undetermined take the sqrt rule. Densities that
+      come from a consistent set of widths give back exactly those widths. Next to a fixed width (the
+      RGB input, the F*F heads) it puts the whole reduction on the free side, which with uniform
+      densities makes widths alternate along a chain. ``balance`` > 0 adds balance*(u_in - u_out)^2 per
+      layer (smooth widths); balance = 1 gives exactly the ``"sqrt"`` result.
     """
     if method not in ("sqrt", "product"):
         raise CompressionError(f"unknown method {method!r}; expected 'sqrt' or 'product'")
+    if not (math.isfinite(balance) and balance >= 0):
+        raise CompressionError(f"balance must be a number >= 0, got {balance}")
     for name, d in densities.items():
         if name not in graph.convs:
             raise CompressionError(f"density given for {name!r}, which is not a traced convolution")
@@ -468,7 +475,12 @@ def solve_widths(
     merged: dict[int, list[int]] = {}
     for gid in graph.groups:
         merged.setdefault(uf.find(gid), []).append(gid)
-    root_fixed = {r: any(graph.groups[g].fixed for g in gids) for r, gids in merged.items()}
+    kept = set()
+    for n in keep_outputs:
+        if n not in graph.convs:
+            raise CompressionError(f"keep_outputs names {n!r}, which is not a traced convolution")
+        kept.add(uf.find(graph.convs[n].out_group))
+    root_fixed = {r: r in kept or any(graph.groups[g].fixed for g in gids) for r, gids in merged.items()}
     free = sorted(r for r in merged if not root_fixed[r])
     index = {r: i for i, r in enumerate(free)}
 
@@ -493,13 +505,18 @@ def solve_widths(
         rows, rhs = [], []
         for conv in graph.convs.values():
             row = np.zeros(len(free))
-            for gid in (conv.in_group, conv.out_group):
+            diff = np.zeros(len(free))
+            for gid, sign in ((conv.in_group, 1.0), (conv.out_group, -1.0)):
                 r = uf.find(gid)
                 if r in index:
                     row[index[r]] += 1.0
+                    diff[index[r]] += sign
             if row.any():
                 rows.append(row)
                 rhs.append(log_d(conv.name))
+            if balance > 0 and diff.any():
+                rows.append(math.sqrt(balance) * diff)
+                rhs.append(0.0)
         A = np.array(rows)
         correction, *_ = np.linalg.lstsq(A, np.array(rhs) - A @ prior, rcond=None)
         u = prior + correction
@@ -776,6 +793,7 @@ def compress_variant(
     densities: Mapping[str, float],
     method: str = "product",
     trace_size: int = 32,
+    balance: float = 0.0,
 ) -> CompressedArch:
     """Widths and architecture spec of ``make_model(name, ...)`` pruned to ``densities``.
 
@@ -800,8 +818,11 @@ def compress_variant(
     unknown = sorted(set(densities) - set(graph.convs))
     if unknown:
         raise CompressionError(f"{unknown[0]}: density given for a layer that {name} does not have")
+    slots = spec_slots(out_name, kernel_size, dilation, spec)
     ties = spec_ties(out_name, kernel_size, dilation, spec)
-    widths = solve_widths(graph, densities, method=method, ties=ties)
+    unexpressed = [c for c in graph.convs if c not in slots]  # widths the spec format cannot change
+    widths = solve_widths(graph, densities, method=method, ties=ties, keep_outputs=unexpressed,
+                          balance=balance)
     validate_widths(graph, widths)
     new_spec = arch_from_widths(out_name, kernel_size, dilation, spec, widths)
     small = _meta_model(out_name, kernel_size, dilation, new_spec)

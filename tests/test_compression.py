@@ -139,6 +139,9 @@ def test_sqrt_method_follows_the_rule_and_product_keeps_nonzero_counts() -> None
     full = {n: (c.c_in, c.c_out) for n, c in graph.convs.items()}
     densities = {n: (i * o) / (full[n][0] * full[n][1]) for n, (i, o) in target.items()}
     assert solve_widths(graph, densities, method="product") == target
+    # balance=1 turns each layer's two equations into the sqrt rule for both of its sides.
+    mixed = {"0": 0.5, "2": 0.2, "4": 0.7, "6": 0.9}
+    assert solve_widths(graph, mixed, balance=1.0) == solve_widths(graph, mixed, method="sqrt")
     with pytest.raises(CompressionError, match="density"):
         solve_widths(graph, {"2": 1.5})
     with pytest.raises(CompressionError, match="not a traced convolution"):
@@ -311,3 +314,13 @@ def test_prune_cli_sparsifies_reports_density_and_resumes(tmp_path, capsys) -> N
     assert prune.main(args) == 1 and "--force" in capsys.readouterr().err
     assert prune.main([*args, "--lambda_", "0", "--force"]) == 1
     assert "--lambda_" in capsys.readouterr().err
+
+
+def test_cdfi_model_compresses_to_a_buildable_spec() -> None:
+    model = make_model("cdfi_adacof", 11, 2)
+    densities = {n: 0.3 for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    result = compress_variant("cdfi_adacof", 11, 2, None, densities, balance=1.0)
+    assert result.spec["features"] == model.arch["features"]  # warped and concatenated: kept
+    small = make_model("cdfi_adacof", 11, 2, arch=result.spec)
+    assert sum(p.numel() for p in small.parameters()) == result.compressed_params < result.full_params
+    assert result.spec["encoder"][1] == [sqrt_rule(0.3, 64)] * 3
