@@ -40,7 +40,7 @@ def adacof_warp_reference(
     """
     n, c, hp, wp = input.shape
     taps, h, w = weight.shape[1:]
-    f = int(round(taps**0.5))
+    f = round(taps**0.5)
     rows = torch.arange(h, device=input.device).view(1, h, 1)
     cols = torch.arange(w, device=input.device).view(1, 1, w)
     flat = input.reshape(n, c, hp * wp)
@@ -51,7 +51,7 @@ def adacof_warp_reference(
         return torch.gather(flat, 2, idx).reshape(n, c, h, w)
 
     for k in range(f):
-        for l in range(f):
+        for l in range(f):  # noqa: E741 (k, l: the tap row and column, as in the paper)
             t = k * f + l
             a, b = offset_i[:, t], offset_j[:, t]
             ia, ib = integer_part(a, sampling), integer_part(b, sampling)

@@ -1,0 +1,102 @@
+"""Compiled CPU backend of the AdaCoF warp (kernels/adacof_cpu.cpp, loaded through ctypes)."""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+
+import torch
+
+from cupy_module.build import cpu_library
+
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_FORWARD_ARGTYPES = [_P] * 5 + [_I64] * 9 + [_I32] * 2
+_BACKWARD_ARGTYPES = [_P] * 9 + [_I64] * 8 + [_I32] * 2
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+
+@cache
+def _function(kind: str, dtype: torch.dtype) -> ctypes._CFuncPtr:
+    fn = getattr(cpu_library(), f"adacof_cpu_{kind}_{_SUFFIX[dtype]}")
+    fn.argtypes = _FORWARD_ARGTYPES if kind == "forward" else _BACKWARD_ARGTYPES
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def channel_stride(c: int) -> int:
+    """Channel stride of the kernel's channels-last buffers: ``c`` rounded up so that whole SIMD
+    blocks of 16, 8 or 4 channels cover it, picking the widest block that wastes at most 25%."""
+    for block in (16, 8):
+        padded = -(-c // block) * block
+        if padded * 4 <= c * 5:
+            return padded
+    return -(-c // 4) * 4
+
+
+def _channels_last(t: torch.Tensor, dtype: torch.dtype, stride: int) -> torch.Tensor:
+    """(N, C, H, W) -> contiguous (N, H, W, stride) in ``dtype``, zero beyond C (one copy at most)."""
+    n, c, h, w = t.shape
+    if stride == c:
+        return t.to(dtype).permute(0, 2, 3, 1).contiguous()
+    out = torch.empty(n, h, w, stride, dtype=dtype)
+    out[..., :c].copy_(t.permute(0, 2, 3, 1))
+    out[..., c:].zero_()
+    return out
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise RuntimeError(f"adacof_warp: CPU kernel rejected its arguments (status {status})")
+
+
+def forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    offset_i: torch.Tensor,
+    offset_j: torch.Tensor,
+    dilation: int,
+    sampling: str,
+) -> torch.Tensor:
+    """Warped (N, C, H, W) in the dtype of ``weight`` (float32 or float64; offsets share it)."""
+    dtype = weight.dtype
+    n, c, hp, wp = input.shape
+    taps, h, w = weight.shape[1:]
+    stride = channel_stride(c)
+    x = _channels_last(input, dtype, stride)
+    out = torch.empty(n, c, h, w, dtype=dtype)
+    _check(_function("forward", dtype)(
+        x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), out.data_ptr(),
+        n, c, stride, hp, wp, h, w, round(taps**0.5), dilation, int(sampling == "floor"), torch.get_num_threads(),
+    ))
+    return out
+
+
+def backward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    offset_i: torch.Tensor,
+    offset_j: torch.Tensor,
+    grad_output: torch.Tensor,
+    dilation: int,
+    sampling: str,
+    need_input_grad: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for (input, weight, offset_i, offset_j) in the dtype of ``weight``.
+
+    The input gradient (None unless asked for) is returned as an (N, C, Hp, Wp) view of the
+    kernel's channels-last buffer.
+    """
+    dtype = weight.dtype
+    n, c, hp, wp = input.shape
+    taps, h, w = weight.shape[1:]
+    stride = channel_stride(c)
+    x = _channels_last(input, dtype, stride)
+    go = _channels_last(grad_output, dtype, stride)
+    gin = torch.zeros(n, hp, wp, stride, dtype=dtype) if need_input_grad else None
+    gw, gi, gj = (torch.empty_like(weight) for _ in range(3))
+    _check(_function("backward", dtype)(
+        x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), go.data_ptr(),
+        gin.data_ptr() if gin is not None else None, gw.data_ptr(), gi.data_ptr(), gj.data_ptr(),
+        n, stride, hp, wp, h, w, round(taps**0.5), dilation, int(sampling == "floor"), torch.get_num_threads(),
+    ))
+    return (gin[..., :c].permute(0, 3, 1, 2) if gin is not None else None), gw, gi, gj

@@ -1,0 +1,346 @@
+// AdaCoF warp for CPUs, written for this project: OpenMP over output rows, SIMD over channels and
+// over pixels.
+//
+// The input (and the output gradient) come channels-last, (N, Hp, Wp, Cs) with the channel stride Cs
+// padded to whole SIMD blocks (extra channels zero), so each bilinear corner of a tap is one
+// contiguous vector of channels. The tap geometry (corner indices and bilinear coefficients) is
+// computed once per (pixel, tap) for all channels, a tile of pixels at a time in a loop the compiler
+// vectorises. Weights and offsets are (N, F*F, H, W); the output is (N, C, H, W). Exposed through a C
+// ABI and loaded with ctypes, so no PyTorch headers are compiled.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using i64 = int64_t;
+using i32 = int32_t;
+
+// Output pixels per tile: the tile's forward accumulators (TILE * Cs values) stay in L1.
+constexpr int TILE = 32;
+
+// A block of VB channels as one SIMD value (GCC/Clang vector extension). Loads and stores go through
+// may_alias, element-aligned pointers, so any channel offset works.
+template <typename T, int VB>
+struct Block {
+    typedef T vec __attribute__((vector_size(sizeof(T) * VB)));
+    typedef T unaligned __attribute__((vector_size(sizeof(T) * VB), aligned(sizeof(T)), may_alias));
+    static inline vec load(const T *p) { return *reinterpret_cast<const unaligned *>(p); }
+    static inline void store(T *p, vec v) { *reinterpret_cast<unaligned *>(p) = v; }
+    // Horizontal sum by halving: log2(VB) vector additions instead of VB scalar ones.
+    static inline T sum(vec v) {
+        if constexpr (VB == 2) {
+            return v[0] + v[1];
+        } else {
+            typename Block<T, VB / 2>::vec lo, hi;
+            __builtin_memcpy(&lo, &v, sizeof(lo));
+            __builtin_memcpy(&hi, reinterpret_cast<const char *>(&v) + sizeof(lo), sizeof(hi));
+            return Block<T, VB / 2>::sum(lo + hi);
+        }
+    }
+};
+
+// Geometry of one tap for up to TILE consecutive output pixels of one row.
+template <typename T>
+struct Tile {
+    i32 p00[TILE], p10[TILE], p01[TILE], p11[TILE];  // corner pixel indices y * Wp + x, clamped
+    T c00[TILE], c10[TILE], c01[TILE], c11[TILE];    // bilinear coefficients (weight not included)
+    T fa[TILE], fb[TILE];                            // fractions, for the offset gradients
+};
+
+// Integer part by the sampling rule: floor (true bilinear) or trunc (the published C cast).
+template <typename T, bool FLOOR>
+inline T integer_part(T v) {
+    return FLOOR ? std::floor(v) : std::trunc(v);
+}
+
+// Same rule as adacof_split/adacof_tap in adacof_cuda.cu. Offsets are clamped to +-2^24 so the cast is
+// defined (beyond that both corners sit on the border, where the sample no longer depends on the
+// offset); a NaN offset gets integer part 0 and a NaN fraction.
+template <typename T, bool FLOOR>
+inline void tile_geometry(const T *offset_i, const T *offset_j, int jn, i32 y_base, i32 x_base, i32 Hp, i32 Wp,
+                          Tile<T> &g) {
+    const T big = T(16777216);
+#pragma omp simd
+    for (int jj = 0; jj < jn; ++jj) {
+        T a = offset_i[jj], b = offset_j[jj];
+        a = a > big ? big : (a < -big ? -big : a);
+        b = b > big ? big : (b < -big ? -big : b);
+        const T ra = integer_part<T, FLOOR>(a), rb = integer_part<T, FLOOR>(b);
+        const i32 A = ra == ra ? static_cast<i32>(ra) : 0;
+        const i32 B = rb == rb ? static_cast<i32>(rb) : 0;
+        const i32 y = y_base + A, x = x_base + jj + B;
+        const i32 y0 = std::min(std::max(y, 0), Hp - 1), y1 = std::min(std::max(y + 1, 0), Hp - 1);
+        const i32 x0 = std::min(std::max(x, 0), Wp - 1), x1 = std::min(std::max(x + 1, 0), Wp - 1);
+        g.p00[jj] = y0 * Wp + x0;
+        g.p10[jj] = y1 * Wp + x0;
+        g.p01[jj] = y0 * Wp + x1;
+        g.p11[jj] = y1 * Wp + x1;
+        const T fa = a - ra, fb = b - rb;
+        g.c00[jj] = (1 - fa) * (1 - fb);
+        g.c10[jj] = fa * (1 - fb);
+        g.c01[jj] = (1 - fa) * fb;
+        g.c11[jj] = fa * fb;
+        g.fa[jj] = fa;
+        g.fb[jj] = fb;
+    }
+}
+
+inline int thread_count(int requested) { return requested > 0 ? requested : 1; }
+
+// The channel loops run over blocks of VB channels (VB = 4, 8 or 16 divides Cs): a fixed-width inner
+// loop that becomes whole SIMD registers with no scalar tail.
+template <typename T, int VB, bool FLOOR>
+void forward(const T *input, const T *weight, const T *offset_i, const T *offset_j, T *output, i64 N, i64 C,
+             i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
+    using B = Block<T, VB>;
+    const i64 taps = F * F;
+#pragma omp parallel num_threads(thread_count(nthreads))
+    {
+        std::vector<T> acc(static_cast<size_t>(TILE * Cs));
+        Tile<T> g;
+#pragma omp for schedule(static)
+        for (i64 r = 0; r < N * H; ++r) {
+            const i64 n = r / H, i = r % H;
+            const T *img = input + n * Hp * Wp * Cs;
+            for (i64 j0 = 0; j0 < W; j0 += TILE) {
+                const int jn = static_cast<int>(std::min<i64>(TILE, W - j0));
+                std::fill(acc.begin(), acc.begin() + jn * Cs, T(0));
+                for (i64 t = 0; t < taps; ++t) {
+                    const i64 row = ((n * taps + t) * H + i) * W + j0;
+                    tile_geometry<T, FLOOR>(offset_i + row, offset_j + row, jn, static_cast<i32>(i + t / F * D),
+                                            static_cast<i32>(j0 + t % F * D), static_cast<i32>(Hp),
+                                            static_cast<i32>(Wp), g);
+                    for (int jj = 0; jj < jn; ++jj) {
+                        const T w = weight[row + jj];
+                        const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
+                        const T *__restrict p00 = img + g.p00[jj] * Cs;
+                        const T *__restrict p10 = img + g.p10[jj] * Cs;
+                        const T *__restrict p01 = img + g.p01[jj] * Cs;
+                        const T *__restrict p11 = img + g.p11[jj] * Cs;
+                        T *__restrict a = acc.data() + jj * Cs;
+                        for (i64 cb = 0; cb < Cs; cb += VB) {
+                            B::store(a + cb, B::load(a + cb) + q00 * B::load(p00 + cb) + q10 * B::load(p10 + cb) +
+                                                 q01 * B::load(p01 + cb) + q11 * B::load(p11 + cb));
+                        }
+                    }
+                }
+                for (i64 c = 0; c < C; ++c) {
+                    T *o = output + ((n * C + c) * H + i) * W + j0;
+                    for (int jj = 0; jj < jn; ++jj) o[jj] = acc[jj * Cs + c];
+                }
+            }
+        }
+    }
+}
+
+// Rows of the input that output rows [band0, band1) of sample n touch, over all taps.
+template <typename T, bool FLOOR>
+void touched_rows(const T *offset_i, i64 n, i64 band0, i64 band1, i64 taps, i64 F, i64 D, i64 Hp, i64 H, i64 W,
+                  i64 &ymin, i64 &ymax) {
+    const T big = T(16777216);
+    for (i64 t = 0; t < taps; ++t) {
+        for (i64 i = band0; i < band1; ++i) {
+            const T *oi = offset_i + ((n * taps + t) * H + i) * W;
+            T lo = 0, hi = 0;  // 0 covers NaN offsets, which sample at integer part 0
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+            for (i64 j = 0; j < W; ++j) {
+                T a = oi[j];
+                a = a > big ? big : (a < -big ? -big : a);
+                const T r = integer_part<T, FLOOR>(a);
+                lo = r < lo ? r : lo;
+                hi = r > hi ? r : hi;
+            }
+            const i64 base = i + t / F * D;
+            ymin = std::min(ymin, std::clamp<i64>(base + static_cast<i64>(lo), 0, Hp - 1));
+            ymax = std::max(ymax, std::clamp<i64>(base + static_cast<i64>(hi) + 1, 0, Hp - 1));
+        }
+    }
+}
+
+// Gradients for output rows [band0, band1) of sample n. Per channel block one pass reads the output
+// gradient and the four corners once, accumulating the four corner dot products and (INPUT_GRAD)
+// scattering into the input gradient ``local``, whose pixel 0 is input pixel ``shift``.
+template <typename T, int VB, bool FLOOR, bool INPUT_GRAD>
+void backward_band(const T *img, const T *weight, const T *offset_i, const T *offset_j, const T *gimg, T *local,
+                   i64 shift, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 n, i64 band0, i64 band1,
+                   i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D) {
+    using B = Block<T, VB>;
+    using V = typename B::vec;
+    const i64 taps = F * F;
+    Tile<T> g;
+    for (i64 i = band0; i < band1; ++i) {
+        for (i64 j0 = 0; j0 < W; j0 += TILE) {
+            const int jn = static_cast<int>(std::min<i64>(TILE, W - j0));
+            for (i64 t = 0; t < taps; ++t) {
+                const i64 row = ((n * taps + t) * H + i) * W + j0;
+                tile_geometry<T, FLOOR>(offset_i + row, offset_j + row, jn, static_cast<i32>(i + t / F * D),
+                                        static_cast<i32>(j0 + t % F * D), static_cast<i32>(Hp),
+                                        static_cast<i32>(Wp), g);
+                for (int jj = 0; jj < jn; ++jj) {
+                    const T w = weight[row + jj];
+                    const T *go = gimg + (i * W + j0 + jj) * Cs;
+                    const T *p00 = img + g.p00[jj] * Cs, *p10 = img + g.p10[jj] * Cs;
+                    const T *p01 = img + g.p01[jj] * Cs, *p11 = img + g.p11[jj] * Cs;
+                    const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
+                    // Corners coincide at the border: each scatter below reloads what the previous one stored.
+                    T *s00 = INPUT_GRAD ? local + (g.p00[jj] - shift) * Cs : nullptr;
+                    T *s10 = INPUT_GRAD ? local + (g.p10[jj] - shift) * Cs : nullptr;
+                    T *s01 = INPUT_GRAD ? local + (g.p01[jj] - shift) * Cs : nullptr;
+                    T *s11 = INPUT_GRAD ? local + (g.p11[jj] - shift) * Cs : nullptr;
+                    V d00 = {}, d10 = {}, d01 = {}, d11 = {};
+                    for (i64 cb = 0; cb < Cs; cb += VB) {
+                        const V gv = B::load(go + cb);
+                        d00 += gv * B::load(p00 + cb);
+                        d10 += gv * B::load(p10 + cb);
+                        d01 += gv * B::load(p01 + cb);
+                        d11 += gv * B::load(p11 + cb);
+                        if (INPUT_GRAD) {
+                            B::store(s00 + cb, B::load(s00 + cb) + q00 * gv);
+                            B::store(s10 + cb, B::load(s10 + cb) + q10 * gv);
+                            B::store(s01 + cb, B::load(s01 + cb) + q01 * gv);
+                            B::store(s11 + cb, B::load(s11 + cb) + q11 * gv);
+                        }
+                    }
+                    const T e00 = B::sum(d00), e10 = B::sum(d10), e01 = B::sum(d01), e11 = B::sum(d11);
+                    const T fa = g.fa[jj], fb = g.fb[jj];
+                    grad_weight[row + jj] = g.c00[jj] * e00 + g.c10[jj] * e10 + g.c01[jj] * e01 + g.c11[jj] * e11;
+                    grad_offset_i[row + jj] = w * ((1 - fb) * (e10 - e00) + fb * (e11 - e01));
+                    grad_offset_j[row + jj] = w * ((1 - fa) * (e01 - e00) + fa * (e11 - e10));
+                }
+            }
+        }
+    }
+}
+
+// Weight/offset gradients for every (pixel, tap) and, when grad_input is given, the input gradient.
+// Rows are split into one contiguous band per thread; each thread scatters its input gradient into a
+// private buffer that spans only the input rows its band touches, and the buffers are then summed
+// row by row. Memory: about one input-sized buffer plus a halo of (F - 1) * D + 2 rows per thread for
+// ordinary offsets (at most one input-sized buffer per thread for wild ones).
+template <typename T, int VB, bool FLOOR>
+void backward(const T *input, const T *weight, const T *offset_i, const T *offset_j, const T *grad_output,
+              T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 Cs, i64 Hp, i64 Wp,
+              i64 H, i64 W, i64 F, i64 D, int nthreads) {
+    const i64 taps = F * F;
+    const i64 row_size = Wp * Cs;
+    const int nt = thread_count(nthreads);
+    std::vector<std::vector<T>> buffers(static_cast<size_t>(nt));
+    std::vector<i64> lo(static_cast<size_t>(nt)), hi(static_cast<size_t>(nt));
+    for (i64 n = 0; n < N; ++n) {
+        const T *img = input + n * Hp * row_size;
+        const T *gimg = grad_output + n * H * W * Cs;
+        T *gin = grad_input != nullptr ? grad_input + n * Hp * row_size : nullptr;
+#pragma omp parallel num_threads(nt)
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num(), nthr = omp_get_num_threads();
+#else
+            const int tid = 0, nthr = 1;
+#endif
+            const i64 band0 = H * tid / nthr, band1 = H * (tid + 1) / nthr;
+            T *local = nullptr;  // input-gradient rows [ymin, ymax] of this thread, row ymin first
+            i64 ymin = Hp, ymax = -1;
+            if (gin != nullptr) {
+                if (nthr == 1) {
+                    ymin = 0;
+                    ymax = Hp - 1;
+                    local = gin;
+                } else {
+                    touched_rows<T, FLOOR>(offset_i, n, band0, band1, taps, F, D, Hp, H, W, ymin, ymax);
+                    std::vector<T> &buf = buffers[static_cast<size_t>(tid)];
+                    buf.assign(ymax >= ymin ? static_cast<size_t>((ymax - ymin + 1) * row_size) : 0, T(0));
+                    local = buf.data();
+                }
+                lo[static_cast<size_t>(tid)] = ymin;
+                hi[static_cast<size_t>(tid)] = ymax;
+            }
+            const i64 shift = ymin * Wp;  // in pixels
+            if (local != nullptr) {
+                backward_band<T, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, local, shift, grad_weight,
+                                                  grad_offset_i, grad_offset_j, n, band0, band1, Cs, Hp, Wp, H, W,
+                                                  F, D);
+            } else {
+                backward_band<T, VB, FLOOR, false>(img, weight, offset_i, offset_j, gimg, nullptr, 0, grad_weight,
+                                                   grad_offset_i, grad_offset_j, n, band0, band1, Cs, Hp, Wp, H,
+                                                   W, F, D);
+            }
+            if (gin != nullptr && nthr > 1) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+                for (i64 y = 0; y < Hp; ++y) {
+                    T *dst = gin + y * row_size;
+                    for (int s = 0; s < nthr; ++s) {
+                        const size_t su = static_cast<size_t>(s);
+                        if (y < lo[su] || y > hi[su]) continue;
+                        const T *src = buffers[su].data() + (y - lo[su]) * row_size;
+#pragma omp simd
+                        for (i64 c = 0; c < row_size; ++c) dst[c] += src[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Channel block width for a channel stride: the largest of 16, 8, 4 that divides it.
+inline int block_width(i64 Cs) { return Cs % 16 == 0 ? 16 : (Cs % 8 == 0 ? 8 : 4); }
+
+template <typename T>
+using ForwardFn = void (*)(const T *, const T *, const T *, const T *, T *, i64, i64, i64, i64, i64, i64, i64, i64,
+                           i64, int);
+template <typename T>
+using BackwardFn = void (*)(const T *, const T *, const T *, const T *, const T *, T *, T *, T *, T *, i64, i64, i64,
+                            i64, i64, i64, i64, i64, int);
+
+template <typename T, bool FLOOR>
+ForwardFn<T> pick_forward(int vb) {
+    return vb == 16 ? forward<T, 16, FLOOR> : (vb == 8 ? forward<T, 8, FLOOR> : forward<T, 4, FLOOR>);
+}
+
+template <typename T, bool FLOOR>
+BackwardFn<T> pick_backward(int vb) {
+    return vb == 16 ? backward<T, 16, FLOOR> : (vb == 8 ? backward<T, 8, FLOOR> : backward<T, 4, FLOOR>);
+}
+
+// Arguments the kernels cannot take: 1 = channel stride, 2 = image too large for 32-bit pixel indices.
+inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
+    if (Cs % 4 != 0 || Cs < C) return 1;
+    if (Hp * Wp >= (i64{1} << 31) || W + (F - 1) * D >= (i64{1} << 30)) return 2;
+    return 0;
+}
+
+}  // namespace
+
+// C ABI; each returns 0, or a nonzero status for arguments it cannot take. Input and grad_output are
+// channels-last with channel stride Cs (a multiple of 4, >= C, extra channels zero); the output is
+// (N, C, H, W); grad_input (or null) is channels-last like the input and must be zeroed.
+#define ADACOF_CPU_EXPORT(SUFFIX, T)                                                                          \
+    extern "C" int adacof_cpu_forward_##SUFFIX(const T *input, const T *weight, const T *offset_i,            \
+                                               const T *offset_j, T *output, i64 N, i64 C, i64 Cs, i64 Hp,    \
+                                               i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule,            \
+                                               int nthreads) {                                                \
+        if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
+        const int vb = block_width(Cs);                                                                       \
+        const ForwardFn<T> run = floor_rule ? pick_forward<T, true>(vb) : pick_forward<T, false>(vb);         \
+        run(input, weight, offset_i, offset_j, output, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);               \
+        return 0;                                                                                             \
+    }                                                                                                         \
+    extern "C" int adacof_cpu_backward_##SUFFIX(                                                              \
+        const T *input, const T *weight, const T *offset_i, const T *offset_j, const T *grad_output,         \
+        T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 Cs, i64 Hp, i64 Wp,     \
+        i64 H, i64 W, i64 F, i64 D, int floor_rule, int nthreads) {                                           \
+        if (const int status = check(Cs, Cs, Hp, Wp, W, F, D)) return status;                                 \
+        const int vb = block_width(Cs);                                                                       \
+        const BackwardFn<T> run = floor_rule ? pick_backward<T, true>(vb) : pick_backward<T, false>(vb);      \
+        run(input, weight, offset_i, offset_j, grad_output, grad_input, grad_weight, grad_offset_i,          \
+            grad_offset_j, N, Cs, Hp, Wp, H, W, F, D, nthreads);                                              \
+        return 0;                                                                                             \
+    }
+
+ADACOF_CPU_EXPORT(f32, float)
+ADACOF_CPU_EXPORT(f64, double)
