@@ -323,4 +323,4 @@ def test_cdfi_model_compresses_to_a_buildable_spec() -> None:
     assert result.spec["features"] == model.arch["features"]  # warped and concatenated: kept
     small = make_model("cdfi_adacof", 11, 2, arch=result.spec)
     assert sum(p.numel() for p in small.parameters()) == result.compressed_params < result.full_params
-    assert result.spec["encoder"][1] == [sqrt_rule(0.3, 64)] * 3
+    assert result.spec["encoder"][1] == [sqrt_rule(0.3, w) for w in model.arch["encoder"][1]]
