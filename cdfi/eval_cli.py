@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -16,11 +14,10 @@ from cdfi.checkpoint import load_model
 from cdfi.evaluation import SetResult, evaluate_set, write_results_json
 from cdfi.fileio import ensure_writable
 from cdfi.paths import CHECKPOINT_DIR, REPO_ROOT, resolve_checkpoint, resolve_data_root
+from cdfi.precision import add_precision_argument, autocast, prepare_model, resolve_precision
 from datasets.benchmark_sets import BENCHMARK_SETS, load_benchmark_set
 from lpips_pytorch import BACKBONES, CONVENTIONS, build_lpips
 from models import DEFAULT_SIZES, variant_name
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def default_checkpoint(family: str, kernel_size: int, dilation: int) -> Path:
@@ -64,7 +61,7 @@ def build_parser(family: str, description: str) -> argparse.ArgumentParser:
                         "default: torchvision's cache, else LPIPS is n/a")
     p.add_argument("--lpips_convention", choices=CONVENTIONS, default="published",
                    help="published: [0,1] images fed to LPIPS as the paper did; standard: mapped to [-1,1]")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32", help="inference precision")
+    add_precision_argument(p, default="fp32")
     p.add_argument("--force", action="store_true", help="overwrite an existing results.json in --out_dir")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
@@ -79,14 +76,6 @@ def select_device(gpu_id: int) -> torch.device:
         raise ValueError(f"--gpu_id {gpu_id}: only {torch.cuda.device_count()} GPU(s) visible")
     torch.cuda.set_device(gpu_id)
     return torch.device("cuda", gpu_id)
-
-
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], AbstractContextManager[Any]] | None:
-    """Context factory for reduced-precision inference; ``None`` for fp32."""
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return None
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def _set_keys(flag: str | None, vimeo_dir: str | None) -> list[str]:
@@ -122,15 +111,17 @@ def _run(family: str, args: argparse.Namespace) -> int:
     default = default_checkpoint(family, args.kernel_size, args.dilation)
     checkpoint = resolve_checkpoint(args.checkpoint or default, explicit=args.checkpoint is not None)
     device = select_device(args.gpu_id)
-    model = load_model(checkpoint, family, args.kernel_size, args.dilation, map_location=device).to(device)
+    precision = resolve_precision(args.precision, device)
+    model = load_model(checkpoint, family, args.kernel_size, args.dilation, map_location=device)
+    model = prepare_model(model, device, precision)
     lpips_model = build_lpips(args.lpips_net, args.lpips_backbone, args.lpips_convention)
     if lpips_model is not None:
         lpips_model = lpips_model.to(device)
-    autocast = autocast_factory(args.precision, device)
     results: list[SetResult] = []
     for bench in sets:
         result = evaluate_set(model, bench, out_dir, limit=args.limit, device=device, lpips_model=lpips_model,
-                              save_grid=args.save_grid, autocast=autocast, progress=not args.no_progress)
+                              save_grid=args.save_grid, autocast=lambda: autocast(device, precision),
+                              progress=not args.no_progress)
         results.append(result)
         print(result.summary(), flush=True)
     meta = {
@@ -141,7 +132,7 @@ def _run(family: str, args: argparse.Namespace) -> int:
         "data_root": str(data_root),
         "vimeo_dir": args.vimeo_dir,
         "limit": args.limit,
-        "precision": args.precision,
+        "precision": precision,
         "device": str(device),
         "lpips": None if lpips_model is None else {"net": args.lpips_net, "convention": args.lpips_convention},
         "metrics": "PSNR/SSIM: skimage.metrics on the 8-bit PNG read back, data_range=1",
