@@ -1,0 +1,145 @@
+"""Every AdaCoF backend that runs without a GPU against the PyTorch reference: values, true and
+published (legacy) gradients, gradcheck, dtypes and autocast, threads, the batched call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cupy_module import adacof_warp, adacof_warp_many, adacof_warp_reference
+
+BACKENDS = ["cpu", "cuda_shim"]
+
+
+def make(n, c, f, d, h, w, spread=4.0, dtype=torch.float64, seed=0, off_integer=False):
+    """Input, weights and offsets with negative and out-of-border offsets (|offset| up to ``spread``)."""
+    g = torch.Generator().manual_seed(seed)
+    p = (f - 1) * d
+    inp = torch.rand(n, c, h + p, w + p, generator=g, dtype=torch.float64)
+    wt = torch.rand(n, f * f, h, w, generator=g, dtype=torch.float64)
+    a = (torch.rand(n, f * f, h, w, generator=g, dtype=torch.float64) - 0.5) * 2 * spread
+    b = (torch.rand(n, f * f, h, w, generator=g, dtype=torch.float64) - 0.5) * 2 * spread
+    if off_integer:  # fractions in [0.15, 0.85]: away from the kinks at integer offsets
+        a = a.floor() + 0.15 + 0.7 * (a - a.floor())
+        b = b.floor() + 0.15 + 0.7 * (b - b.floor())
+    return [t.to(dtype) for t in (inp, wt, a, b)]
+
+
+def grads(fn, tensors, grad_out=None):
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(7), dtype=out.dtype)
+    g = g if grad_out is None else grad_out
+    out.backward(g)
+    return out.detach(), [x.grad for x in leaves], g
+
+
+SHAPES = [(2, 5, 3, 2, 5, 7), (1, 20, 5, 1, 4, 6), (1, 3, 1, 1, 3, 3), (2, 1, 2, 3, 3, 4), (1, 63, 3, 2, 3, 40)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_reference_float64(backend, rule, shape):
+    n, c, f, d, h, w = shape
+    tensors = make(n, c, f, d, h, w, spread=1.5 * f * d + 2)
+    out, gs, g = grads(lambda *t: adacof_warp(*t, d, sampling=rule, backend=backend), tensors)
+    ref, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, d, rule), tensors, g)
+    assert torch.allclose(out, ref, atol=1e-12)
+    for mine, theirs in zip(gs, rgs, strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+def test_matches_reference_float32(backend, rule):
+    tensors = make(2, 6, 3, 2, 6, 5, spread=5.0, dtype=torch.float32)
+    out, gs, g = grads(lambda *t: adacof_warp(*t, 2, sampling=rule, backend=backend), tensors)
+    ref, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, 2, rule), tensors, g)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=1e-5)
+    for mine, theirs in zip(gs, rgs, strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+def test_gradcheck(backend, rule):
+    tensors = [t.requires_grad_() for t in make(1, 2, 2, 2, 3, 3, spread=4.0, seed=1, off_integer=True)]
+    assert torch.autograd.gradcheck(
+        lambda *t: adacof_warp(*t, 2, sampling=rule, backend=backend), tensors, eps=1e-6, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+@pytest.mark.parametrize("c", [2, 3, 5])
+def test_legacy_grad_is_the_published_backward(backend, c):
+    """Zero input gradient; weight/offset gradients of the first three channels only."""
+    tensors = make(2, c, 3, 1, 4, 5, spread=3.0)
+    out, gs, g = grads(lambda *t: adacof_warp(*t, 1, legacy_grad=True, backend=backend), tensors)
+    assert torch.allclose(out, adacof_warp_reference(*tensors, 1, "trunc"), atol=1e-12)
+    assert torch.equal(gs[0], torch.zeros_like(tensors[0]))
+    c3 = min(c, 3)
+    first = [tensors[0][:, :c3], *tensors[1:]]
+    _, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, 1, "trunc"), first, g[:, :c3])
+    for mine, theirs in zip(gs[1:], rgs[1:], strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-11)
+    _, true_gs, _ = grads(lambda *t: adacof_warp_reference(*t, 1, "trunc"), tensors, g)
+    same = all(torch.allclose(x, y, atol=1e-11) for x, y in zip(gs[1:], true_gs[1:], strict=True))
+    assert same == (c <= 3)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_threads_agree_with_wild_offsets(threads):
+    """The multi-threaded input-gradient reduction, including offsets that land far outside."""
+    tensors = make(2, 4, 3, 2, 9, 6, spread=30.0, seed=5)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, gs, g = grads(lambda *t: adacof_warp(*t, 2, backend="cpu"), tensors)
+    finally:
+        torch.set_num_threads(before)
+    ref, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, 2, "trunc"), tensors, g)
+    assert torch.allclose(out, ref, atol=1e-12)
+    for mine, theirs in zip(gs, rgs, strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_input_computes_in_float32(backend, dtype):
+    inp, wt, a, b = make(1, 4, 3, 1, 5, 5, spread=3.0, dtype=torch.float32)
+    low = inp.to(dtype)
+    out = adacof_warp(low, wt.to(dtype), a.to(dtype), b.to(dtype), 1, backend=backend)
+    assert out.dtype == dtype
+    expected = adacof_warp_reference(low.float(), wt.to(dtype).float(), a.to(dtype).float(), b.to(dtype).float(), 1)
+    assert torch.allclose(out.float(), expected.to(dtype).float(), atol=0, rtol=0)
+    leaves = [t.requires_grad_() for t in (low.clone(), wt.clone(), a.clone(), b.clone())]
+    adacof_warp(*leaves, 1, backend=backend).float().sum().backward()
+    assert leaves[0].grad.dtype == dtype and leaves[1].grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+def test_autocast_leaves_the_warp_in_float32(backend):
+    tensors = make(1, 3, 3, 2, 4, 4, spread=3.0, dtype=torch.float32)
+    plain = adacof_warp(*tensors, 2, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = adacof_warp(*tensors, 2, backend=backend)
+    assert auto.dtype == torch.float32
+    assert torch.equal(auto, plain)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_warp_many_equals_separate_calls(backend):
+    inp, wt, a, b = make(2, 7, 3, 2, 4, 5, spread=3.0)
+    parts = [inp[:, :3], inp[:, 3:4].float(), inp[:, 4:]]
+    leaves = [p.clone().requires_grad_() for p in parts]
+    outs = adacof_warp_many(leaves, wt, a, b, 2, sampling="floor", backend=backend)
+    assert [o.dtype for o in outs] == [p.dtype for p in parts]
+    sum(o.double().sum() * (k + 1) for k, o in enumerate(outs)).backward()
+    for k, (p, o, leaf) in enumerate(zip(parts, outs, leaves, strict=True)):
+        x = p.clone().requires_grad_()
+        single = adacof_warp(x, wt, a, b, 2, sampling="floor", backend=backend)
+        (single.double().sum() * (k + 1)).backward()
+        assert torch.allclose(o.double(), single.double(), atol=1e-6)
+        assert torch.allclose(leaf.grad.double(), x.grad.double(), atol=1e-6)
