@@ -188,8 +188,9 @@ def test_published_layout_file_agrees(adacof_graph, official_layout) -> None:
 
 
 def test_compressed_model_from_a_spec_trains() -> None:
-    densities = {f"get_kernel.moduleConv{i}.{j}": 0.05 for i in range(1, 6) for j in (0, 2, 4)}
-    result = compress_variant("adacof", 5, 1, None, densities)
+    full = make_model("adacof", 5, 1)
+    densities = {n: 0.05 for n, m in full.named_modules() if isinstance(m, nn.Conv2d)}
+    result = compress_variant("adacof", 5, 1, None, densities, balance=1.0)
     model = make_model(result.spec["model"], 5, 1, arch=result.spec).train()
     assert sum(p.numel() for p in model.parameters()) == result.compressed_params < result.full_params
     gen = torch.Generator().manual_seed(0)
