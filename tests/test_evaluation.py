@@ -84,6 +84,7 @@ def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path
     model = make_model("compressed_adacof", 5, 1)
     model.load_state_dict(torch.load(compressed_ckpt, weights_only=True)["state_dict"])
     model.eval().to(device)
+    reference.to(device)
     for key, (folder, filename, names, gt_pattern) in layout.items():
         entry = results["sets"][key]
         assert [item["name"] for item in entry["items"]] == list(names)
@@ -96,7 +97,7 @@ def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path
             assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
             assert item["ssim"] == pytest.approx(
                 structural_similarity(gt, pred, data_range=1, channel_axis=-1), abs=1e-6)
-            to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float()  # noqa: E731
+            to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float().to(device)  # noqa: E731
             with torch.no_grad():
                 expected_lpips = reference(to_t(pred), to_t(gt)).item()
             assert item["lpips"] == pytest.approx(expected_lpips, rel=1e-4, abs=1e-6)
