@@ -193,3 +193,26 @@ def test_in_memory_validation_matches_png_round_trip(small_root: Path, tmp_path:
     assert [r.psnr for r in on_disk.rows] == pytest.approx([r.psnr for r in in_memory.rows], abs=1e-9)
     assert [r.ssim for r in on_disk.rows] == pytest.approx([r.ssim for r in in_memory.rows], abs=1e-9)
     assert all(r.output is None for r in in_memory.rows)
+
+
+def test_vimeo_test_split(data_root: Path, compressed_ckpt: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    vimeo = tmp_path / "vimeo_triplet"
+    entries = ("00001/0001", "00002/0007")
+    for entry, n in zip(entries, UCF, strict=True):
+        for src, dst in (("frame_00.png", "im1.png"), ("frame_01_gt.png", "im2.png"), ("frame_02.png", "im3.png")):
+            _crop_copy(data_root / "ucf101_interp_ours" / n / src, vimeo / "sequences" / entry / dst, (0, 0, 64, 32))
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(compressed_ckpt), "--vimeo_dir", str(vimeo), "--datasets", "vimeo90k",
+            "--out_dir", str(out), "--no_progress"]
+    assert test_compressed_adacof.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "tri_testlist.txt" in err[-1] and "not found" in err[-1]
+    (vimeo / "tri_testlist.txt").write_text("\n".join(entries) + "\n\n")
+    assert test_compressed_adacof.main(args) == 0
+    results = json.loads((out / "results.json").read_text())["sets"]["vimeo90k"]
+    assert [i["name"] for i in results["items"]] == list(entries)
+    for item in results["items"]:
+        png = out / "vimeo90k_test" / item["name"] / "im2.png"
+        gt = _read_png(vimeo / "sequences" / item["name"] / "im2.png")
+        assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, _read_png(png), data_range=1), abs=1e-6)
