@@ -406,8 +406,9 @@ def run(args: argparse.Namespace) -> int:
     criterion = criterion.to(device)
     train_model: torch.nn.Module = model
     if world > 1:
+        # The models' only buffers are constants (the RGB mean), so there is nothing to broadcast.
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
     optimizer = build_optimizer(
         args.optimizer,

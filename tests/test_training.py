@@ -1,0 +1,369 @@
+"""train.py and cdfi.training on tiny synthetic Vimeo-layout sets: every family trains, resume is exact,
+DDP equals one process, NaN keeps the last good checkpoint, the issue-11 options do what they claim."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+from torch.utils.data import DataLoader
+
+import train
+from cdfi.checkpoint import load_checkpoint, load_model
+from cdfi.imageio import read_image
+from cdfi.losses import CompositeLoss
+from cdfi.training import (
+    FlowWarmStart,
+    NonFiniteLossError,
+    ResumableSampler,
+    Trainer,
+    build_optimizer,
+    init_offsets,
+    init_weight_temperature,
+    parameter_groups,
+)
+from datasets.vimeo import VimeoTriplets
+from models import make_model
+
+REPO = Path(__file__).resolve().parent.parent
+W, H = 48, 32
+LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads per test are slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    small = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((small.shape[1] * 4, small.shape[0] * 4), Image.BICUBIC))
+
+
+def make_set(root: Path, count: int = 4, w: int = W, h: int = H, shift: int = 1, test: int = 0) -> Path:
+    """``count`` training (+ ``test`` test) triplets of textures moving ``shift`` px left per frame."""
+    rng = np.random.default_rng(7)
+    entries = []
+    for i in range(count + test):
+        tex = _texture(rng, w + 4 * shift + 4, h + 4)
+        entry = f"00001/{i + 1:04d}"
+        folder = root / "sequences" / entry
+        folder.mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.ascontiguousarray(tex[2 : 2 + h, k * shift : k * shift + w])).save(
+                folder / f"im{k + 1}.png"
+            )
+        entries.append(entry)
+    (root / "tri_trainlist.txt").write_text("".join(f"{e}\n" for e in entries[:count]))
+    (root / "tri_testlist.txt").write_text("".join(f"{e}\n" for e in entries[count:]))
+    return root
+
+
+def run_cli(tmp_path: Path, *extra: str, data: Path | None = None, uid: str = "run") -> int:
+    argv = [
+        "--data_dir",
+        str(data or tmp_path / "data"),
+        "--out_root",
+        str(tmp_path / "mw"),
+        "--uid",
+        uid,
+        "--workers",
+        "0",
+        "--quiet",
+        "--test_every",
+        "0",
+        "--loss",
+        LOSS,
+        "--model",
+        "compressed_adacof",
+        *extra,
+    ]
+    return train.main(argv)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    ("model", "loss"),
+    [("compressed_adacof", LOSS), ("adacof", LOSS), ("cdfi_adacof", "1*Charb+0.01*g_Spatial")],
+)
+def test_one_epoch_for_each_family(tmp_path, model: str, loss: str) -> None:
+    make_set(tmp_path / "data")
+    assert run_cli(tmp_path, "--model", model, "--loss", loss, "--epochs", "1", "--batch_size", "2") == 0
+    run = tmp_path / "mw" / "run"
+    assert {p.name for p in run.iterdir()} >= {"args.json", "log.txt", "loss.csv", "curves.png", "checkpoints"}
+    last = load_checkpoint(run / "checkpoints" / "last.pth")
+    assert (last.epoch, last.meta["step"], last.meta["model"]) == (1, 2, model)
+    assert load_model(run / "checkpoints" / "best.pth").model_name == model
+    assert [int(r["step"]) for r in _csv(run / "loss.csv")] == [1, 2]
+
+
+def test_epoch_evaluation_scores_best_checkpoint(tmp_path) -> None:
+    """Per-epoch Middlebury PSNR in eval.csv equals skimage's PSNR of best.pth's 8-bit prediction."""
+    make_set(tmp_path / "data")
+    mb = make_set(tmp_path / "mb", count=0, test=2)
+    inp, gt = tmp_path / "mb_in", tmp_path / "mb_gt"
+    for i, entry in enumerate(["00001/0001", "00001/0002"]):
+        src = mb / "sequences" / entry
+        (inp / f"seq{i}").mkdir(parents=True)
+        (gt / f"seq{i}").mkdir(parents=True)
+        (src / "im1.png").rename(inp / f"seq{i}" / "frame10.png")
+        (src / "im3.png").rename(inp / f"seq{i}" / "frame11.png")
+        (src / "im2.png").rename(gt / f"seq{i}" / "frame10i11.png")
+    args = ("--epochs", "1", "--batch_size", "2", "--test_every", "1", "--test_input", str(inp), "--test_gt", str(gt))
+    assert run_cli(tmp_path, *args) == 0
+    row = _csv(tmp_path / "mw" / "run" / "eval.csv")[0]
+    model = load_model(tmp_path / "mw" / "run" / "checkpoints" / "best.pth")
+    scores = []
+    for i in range(2):
+        a, c = read_image(inp / f"seq{i}" / "frame10.png"), read_image(inp / f"seq{i}" / "frame11.png")
+        with torch.no_grad():
+            pred = model(a[None], c[None])[0]
+        pred8 = (pred.clamp(0, 1) * 255).round().permute(1, 2, 0).numpy() / 255
+        truth = read_image(gt / f"seq{i}" / "frame10i11.png").permute(1, 2, 0).double().numpy()
+        scores.append(peak_signal_noise_ratio(truth, pred8, data_range=1))
+    assert float(row["psnr"]) == pytest.approx(np.mean(scores), abs=1e-6)
+
+
+def test_resume_continues_exactly(tmp_path) -> None:
+    """6 steps straight == 3 steps, stop (mid-epoch), resume, 3 more: random crops, flips, an lr step."""
+    make_set(tmp_path / "data")
+    common = ("--batch_size", "1", "--epochs", "2", "--crop", "32", "--lr_decay", "1", "--steps_per_checkpoint", "2")
+    assert run_cli(tmp_path, *common, "--max_steps", "6", uid="straight") == 0
+    assert run_cli(tmp_path, *common, "--max_steps", "3", uid="split") == 0
+    assert load_checkpoint(tmp_path / "mw" / "split" / "checkpoints" / "last.pth").meta["step"] == 3
+    assert run_cli(tmp_path, *common, "--max_steps", "6", "--resume", uid="split") == 0
+    a = load_checkpoint(tmp_path / "mw" / "straight" / "checkpoints" / "last.pth")
+    b = load_checkpoint(tmp_path / "mw" / "split" / "checkpoints" / "last.pth")
+    assert (a.meta["step"], a.epoch) == (b.meta["step"], b.epoch) == (6, 1)
+    for key, value in a.state_dict.items():
+        torch.testing.assert_close(b.state_dict[key], value, rtol=0, atol=1e-6)
+    assert a.meta["scheduler"]["last_epoch"] == b.meta["scheduler"]["last_epoch"] == 1
+    loss_a = [float(r["loss"]) for r in _csv(tmp_path / "mw" / "straight" / "loss.csv")]
+    loss_b = [float(r["loss"]) for r in _csv(tmp_path / "mw" / "split" / "loss.csv")]
+    assert loss_b == pytest.approx(loss_a, abs=1e-6) and len(loss_a) == 6
+
+
+def test_ddp_two_cpu_processes_match_one_process(tmp_path) -> None:
+    """torchrun with 2 gloo processes of batch 1 == one process of batch 2 (gradients are averaged)."""
+    make_set(tmp_path / "data")
+    common = ("--batch_size", "2", "--epochs", "1", "--no_augment")
+    assert run_cli(tmp_path, *common, uid="single") == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "train.py",
+        "--data_dir",
+        str(tmp_path / "data"),
+        "--out_root",
+        str(tmp_path / "mw"),
+        "--uid",
+        "ddp",
+        "--workers",
+        "0",
+        "--quiet",
+        "--test_every",
+        "0",
+        "--loss",
+        LOSS,
+        "--model",
+        "compressed_adacof",
+        *common,
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = load_checkpoint(tmp_path / "mw" / "single" / "checkpoints" / "last.pth")
+    ddp = load_checkpoint(tmp_path / "mw" / "ddp" / "checkpoints" / "last.pth")
+    assert ddp.meta["step"] == single.meta["step"] == 2
+    for key, value in single.state_dict.items():
+        torch.testing.assert_close(ddp.state_dict[key], value, rtol=0, atol=2e-5)
+    torch.manual_seed(1)  # train.py's default --seed: the weights both runs started from
+    start = make_model("compressed_adacof").state_dict()
+    assert any(not torch.equal(v, start[k]) for k, v in single.state_dict.items())
+
+
+def _trainer(tmp_path: Path, data: VimeoTriplets, loss: str = LOSS, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    model = make_model("compressed_adacof")
+    sampler = ResumableSampler(data, shuffle=True, seed=0)
+    loader = DataLoader(data, batch_size=kwargs.pop("batch_size", 2), sampler=sampler, drop_last=True)
+    optimizer = build_optimizer("ADAMax", model.parameters(), kwargs.pop("lr", 1e-3))
+    return Trainer(
+        model,
+        optimizer,
+        loader,
+        kwargs.pop("loss_fn", CompositeLoss(loss)),
+        checkpoint_path=tmp_path / "last.pth",
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_loss_decreases_when_overfitting_two_triplets(tmp_path) -> None:
+    data = VimeoTriplets(make_set(tmp_path / "data", count=2), augment=False)
+    losses: list[float] = []
+    trainer = _trainer(tmp_path, data, "1*L1", lr=2e-3, on_step=lambda tr, parts: losses.append(parts["loss"]))
+    trainer.fit(epochs=25)
+    assert len(losses) == 25
+    assert np.mean(losses[-5:]) < 0.7 * losses[0]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
+    data = VimeoTriplets(make_set(tmp_path / "data"), augment=False)
+    criterion = CompositeLoss(LOSS)
+    calls = [0]
+
+    def poisoned(output, target):
+        calls[0] += 1
+        total, parts = criterion(output, target)
+        return (total * float("nan"), parts) if calls[0] == 3 else (total, parts)
+
+    trainer = _trainer(tmp_path, data, loss_fn=poisoned, batch_size=1, steps_per_checkpoint=1)
+    snapshot = {}
+    trainer.on_step = lambda tr, parts: snapshot.update({k: v.clone() for k, v in tr.model.state_dict().items()})
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        trainer.fit(epochs=1)
+    saved = load_checkpoint(tmp_path / "last.pth")
+    assert saved.meta["step"] == 2 and trainer.step == 2
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, snapshot[key]) and torch.equal(saved.state_dict[key], value)
+
+
+def test_bad_input_stops_before_work(tmp_path, capsys, monkeypatch) -> None:
+    make_set(tmp_path / "data", test=0)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_torch_home"))
+    cases = [
+        (("--data_dir", str(tmp_path / "empty")), "tri_trainlist.txt"),
+        (("--crop", "64"), "larger than"),
+        (("--loss", "1*Charb+0.005*VGG"), "--vgg_weights"),
+        (("--val_dir", str(tmp_path / "data")), "empty"),
+        (("--model", "cdfi_adacof", "--loss", LOSS), "g_Occlusion"),
+        (("--head_lr", "Gamma=2"), "Gamma"),
+    ]
+    for i, (extra, needle) in enumerate(cases):
+        assert run_cli(tmp_path, "--batch_size", "2", *extra, uid=f"bad{i}") == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and err.count("\n") == 0, err
+        assert not (tmp_path / "mw" / f"bad{i}").exists()
+    (tmp_path / "mw" / "taken").mkdir(parents=True)
+    (tmp_path / "mw" / "taken" / "log.txt").write_text("x")
+    assert run_cli(tmp_path, uid="taken") == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_small_budget_flags_run_and_write_validation_curves(tmp_path) -> None:
+    make_set(tmp_path / "data", test=2)
+    extra = (
+        "--sampling",
+        "floor",
+        "--offset_init",
+        "0.3",
+        "--motion_crop",
+        "1",
+        "--crop",
+        "32",
+        "--flow_warmstart",
+        "2",
+        "--weight_temperature",
+        "2",
+        "--head_lr",
+        "Alpha=2,Beta=2",
+        "--synthetic",
+        "0.5",
+        "--batch_size",
+        "2",
+        "--max_steps",
+        "2",
+        "--val_dir",
+        str(tmp_path / "data"),
+        "--val_every",
+        "2",
+    )
+    assert run_cli(tmp_path, *extra) == 0
+    run = tmp_path / "mw" / "run"
+    rows = _csv(run / "val.csv")
+    assert [int(r["step"]) for r in rows] == [0, 2]
+    assert all(float(r["overlay"]) > 0 and float(r["dis_flow"]) > 0 for r in rows)
+    assert load_checkpoint(run / "checkpoints" / "last.pth").meta["sampling"] == "floor"
+    assert all(r["extra"] for r in _csv(run / "loss.csv"))  # the warm-start term was active
+
+
+def test_flow_warm_start_moves_offsets_towards_the_known_shift(tmp_path) -> None:
+    """Frames move 2 px left per frame: the taps of frame0 should shift by +2 px horizontally, frame2's by -2."""
+    data = VimeoTriplets(make_set(tmp_path / "data", count=2, w=64, h=64, shift=2), augment=False, with_flow=True)
+    trainer = _trainer(tmp_path, data, "0*L1", lr=1e-3)
+    warm = FlowWarmStart(trainer.model, steps=100)
+    trainer.extra_loss = warm
+    truth = torch.zeros(2, 2, 64, 64)
+    truth[:, 0] = -4.0  # flow from frame0 to frame2: 4 px to the left
+    errors = []
+    trainer.on_step = lambda tr, parts: errors.append(float(warm.offset_error(truth)))
+    trainer.fit(epochs=15)
+    assert errors[-1] < 0.5 * errors[0]
+
+
+def test_weight_temperature_equals_scaled_softmax(tmp_path) -> None:
+    """Training with --weight_temperature T follows the trajectory of softmax(logits / T)."""
+    data = VimeoTriplets(make_set(tmp_path / "data", count=2), augment=False)
+    batch = next(iter(DataLoader(data, batch_size=2)))
+    torch.manual_seed(0)
+    a = make_model("compressed_adacof")
+    b = make_model("compressed_adacof")
+    b.load_state_dict(a.state_dict())
+    init_weight_temperature(a, 4.0)
+    opt_a = build_optimizer("ADAMax", parameter_groups(a, 1e-3, weight_temperature=4.0), 1e-3)
+    for head in ("Weight1", "Weight2"):
+        getattr(b.get_kernel, f"module{head}")[8] = _Tempered(4.0)
+    opt_b = build_optimizer("ADAMax", b.parameters(), 1e-3)
+    loss = CompositeLoss("1*L1")
+    for model, opt in ((a, opt_a), (b, opt_b)):
+        for _ in range(3):
+            opt.zero_grad()
+            loss(model(batch[0], batch[2]), batch[1])[0].backward()
+            opt.step()
+    a.eval(), b.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(a(batch[0], batch[2]), b(batch[0], batch[2]), atol=1e-4, rtol=0)
+
+
+class _Tempered(torch.nn.Module):
+    def __init__(self, t: float) -> None:
+        super().__init__()
+        self.t = t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x / self.t, dim=1)
+
+
+def test_offset_init_and_per_head_lr() -> None:
+    model = make_model("compressed_adacof")
+    init_offsets(model, 0.25, seed=1)
+    for head in ("Alpha1", "Beta1", "Alpha2", "Beta2"):
+        bias = getattr(model.get_kernel, f"module{head}")[7].bias
+        assert torch.equal(bias.abs(), torch.full_like(bias, 0.25)) and (bias > 0).any() and (bias < 0).any()
+    groups = parameter_groups(model, 1e-3, {"Alpha": 3.0, "Weight1": 0.5})
+    by_id = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        expected = 3e-3 if ".moduleAlpha" in name else 5e-4 if ".moduleWeight1." in name else 1e-3
+        assert by_id[id(p)] == pytest.approx(expected), name
