@@ -2,12 +2,13 @@
 
     python train.py --data_dir db/vimeo_triplet                       # published recipe (CDFI F11/D2)
     python train.py --data_dir db/offline --model compressed_adacof --crop 128 --precision bf16 \\
-        --loss 1*Charb+0.01*g_Spatial+0.005*g_Occlusion --max_minutes 30 --resume   # one chunk of a long run
+        --max_minutes 30 --resume                                       # one chunk of a long run
     torchrun --nproc_per_node 4 train.py --data_dir db/vimeo_triplet  # DDP (gloo on CPU, NCCL on GPU)
 
 Defaults are the published recipe: batch 8, Adamax lr 1e-3, StepLR every 20 epochs by 0.5, 100
-epochs, loss ``1*Charb+0.01*g_Spatial+0.005*VGG``, full frames, hflip/vflip/temporal swap, Middlebury
-PSNR/SSIM after every epoch with the best kept. ``--batch_size`` is the global batch: under torchrun
+epochs, loss ``1*Charb+0.01*g_Spatial+0.005*VGG`` for CDFI (``1*Charb+0.01*g_Spatial+0.005*g_Occlusion``
+for the AdaCoF family), full frames, hflip/vflip/temporal swap, Middlebury PSNR/SSIM after every epoch
+with the best kept. ``--batch_size`` is the global batch: under torchrun
 every process takes batch_size / world_size.
 
 Outputs in ``model_weights/<uid>/`` (``--uid`` defaults to the variant name, e.g.
@@ -42,7 +43,7 @@ from cdfi.baselines import DISFlow, Overlay
 from cdfi.checkpoint import checkpoint_variant, load_checkpoint, load_weights, save_checkpoint
 from cdfi.evaluation import evaluate_items
 from cdfi.fileio import atomic_path, atomic_write_text
-from cdfi.losses import PUBLISHED_LOSS, CompositeLoss
+from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
 from cdfi.paths import resolve_data_root
 from cdfi.precision import prepare_model, resolve_precision
 from cdfi.training import (
@@ -96,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decay_type", default="step", help="step (default), step_E1_E2... or none")
     g.add_argument("--optimizer", default="ADAMax", choices=OPTIMIZERS, help="(default ADAMax)")
     g.add_argument("--weight_decay", type=float, default=0.0, help="(default 0)")
-    g.add_argument("--loss", default=PUBLISHED_LOSS, help=f"loss string (default {PUBLISHED_LOSS})")
+    g.add_argument(
+        "--loss",
+        help=f"loss string (default: the family's published loss, {DEFAULT_LOSSES['cdfi_adacof']} for CDFI, "
+        f"{DEFAULT_LOSSES['adacof']} for the AdaCoF family)",
+    )
     g.add_argument("--vgg_weights", help="ImageNet VGG16 weights (torchvision file) for the VGG loss term")
     g.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default off)")
     g.add_argument("--seed", type=int, default=1, help="(default 1)")
@@ -358,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
     uid = args.uid or variant_name(args.model, model.kernel_size, model.dilation)
     run_dir = Path(args.out_root) / uid
     resume_path = _resolve_resume(args, run_dir)
+    args.loss = args.loss or DEFAULT_LOSSES[args.model]
     criterion = CompositeLoss(args.loss, args.vgg_weights)
     with torch.no_grad():
         probe = model.train()(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))

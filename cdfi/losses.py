@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "ADACOF_LOSS",
+    "DEFAULT_LOSSES",
     "PUBLISHED_LOSS",
     "CompositeLoss",
     "LossSpecError",
@@ -38,8 +40,11 @@ __all__ = [
     "parse_loss",
 ]
 
-# The loss of the published CDFI training (AdaCoF family models add g_Occlusion in their own recipe).
+# The loss of the published CDFI training, and of the published AdaCoF training (whose models also
+# return the occlusion smoothness term).
 PUBLISHED_LOSS = "1*Charb+0.01*g_Spatial+0.005*VGG"
+ADACOF_LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
+DEFAULT_LOSSES = {"cdfi_adacof": PUBLISHED_LOSS, "adacof": ADACOF_LOSS, "compressed_adacof": ADACOF_LOSS}
 PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

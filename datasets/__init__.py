@@ -10,14 +10,20 @@ from datasets.benchmark_sets import (
     ucf101_items,
     vimeo_test_items,
 )
+from datasets.vimeo import LIST_FILES, TripletListError, VimeoTriplets, read_triplet_list, synthetic_triplet
 
 __all__ = [
     "BENCHMARK_SETS",
+    "LIST_FILES",
     "BenchmarkItem",
     "BenchmarkSet",
     "DatasetNotFoundError",
+    "TripletListError",
+    "VimeoTriplets",
     "load_benchmark_set",
     "middlebury_items",
+    "read_triplet_list",
+    "synthetic_triplet",
     "ucf101_items",
     "vimeo_test_items",
 ]
