@@ -1,0 +1,138 @@
+"""AdaCoF warp benchmark on CDFI shapes (F=11, D=2, 63 channels per side: frame + 5 feature maps).
+
+Prints, for each size, forward and backward times of every available backend for the two warps of one
+CDFI pass, and the ratios of issue 7, all measured in this one run:
+  warp/non-warp   warp forward time / time of the CDFI model with the warp replaced by a free stand-in
+  ref/fast        reference forward time / fast backend forward time
+  bwd/fwd         fast backend backward time / its forward time
+
+    python benchmarks/warp.py [--sizes 256x256,640x480] [--repeat 2] [--reference-backward 128x128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cupy_module import adacof_warp
+from cupy_module.cuda import cupy_available
+
+F_SIZE, DILATION, CHANNELS = 11, 2, 63
+
+
+def best_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """Best wall time of ``repeat`` calls (CUDA synchronised)."""
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def side_inputs(h: int, w: int, device: torch.device, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    p = (F_SIZE - 1) * DILATION
+    taps = F_SIZE * F_SIZE
+    inp = torch.rand(1, CHANNELS, h + p, w + p, generator=g)
+    weight = torch.softmax(torch.randn(1, taps, h, w, generator=g), 1)
+    oi = torch.randn(1, taps, h, w, generator=g) * 2
+    oj = torch.randn(1, taps, h, w, generator=g) * 2
+    return [t.to(device) for t in (inp, weight, oi, oj)]
+
+
+def warp_times(backend: str, sides: list[list[torch.Tensor]], repeat: int, backward: bool) -> tuple[float, float]:
+    """Forward and (optionally) backward time of the two warps of one CDFI pass."""
+    device = sides[0][0].device
+
+    def fwd() -> None:
+        with torch.no_grad():
+            for s in sides:
+                adacof_warp(*s, DILATION, backend=backend)
+
+    t_fwd = best_time(fwd, repeat, device)
+    if not backward:
+        return t_fwd, float("nan")
+    best = float("inf")
+    for _ in range(repeat):
+        outs, leaves = [], []
+        for s in sides:
+            lv = [t.detach().clone().requires_grad_() for t in s]
+            leaves.append(lv)
+            outs.append(adacof_warp(*lv, DILATION, backend=backend))
+        grads = [torch.ones_like(o) for o in outs]
+        best = min(best, best_time(lambda o=outs, g=grads: torch.autograd.backward(o, g), 1, device))
+    return t_fwd, best
+
+
+def model_times(h: int, w: int, repeat: int, device: torch.device) -> tuple[float, float] | None:
+    """(full CDFI forward, CDFI forward with a free warp stand-in), or None without models/."""
+    try:
+        from models import make_model
+    except Exception as exc:
+        print(f"  (models/ not importable: {exc}; no warp/non-warp ratio)")
+        return None
+    model = make_model("cdfi_adacof", F_SIZE, DILATION).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    f0, f2 = (torch.rand(1, 3, h, w, generator=g).to(device) for _ in range(2))
+
+    def run() -> None:
+        with torch.no_grad():
+            model(f0, f2)
+
+    full = best_time(run, repeat, device)
+
+    def free_warp(x: torch.Tensor, weight: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], x.shape[1], *weight.shape[2:])
+
+    model.warp = free_warp
+    rest = best_time(run, repeat, device)
+    return full, rest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="256x256,640x480", help="comma-separated WxH list")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--reference-backward", default="", help="sizes at which to also time the reference backward (needs GBs)"
+    )
+    parser.add_argument("--no-model", action="store_true", help="skip the full-model timing")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fast = "cupy" if device.type == "cuda" and cupy_available() else "cpu"
+    ref_bwd_sizes = set(filter(None, args.reference_backward.split(",")))
+    print(f"device {device}, torch threads {torch.get_num_threads()}, fast backend {fast!r}")
+    print(f"CDFI warps: F={F_SIZE}, D={DILATION}, 2 sides x {CHANNELS} channels; seconds, best of {args.repeat}")
+    for size in args.sizes.split(","):
+        w, h = (int(v) for v in size.lower().split("x"))
+        sides = [side_inputs(h, w, device, seed) for seed in (1, 2)]
+        print(f"\n{w}x{h}")
+        fast_fwd, fast_bwd = warp_times(fast, sides, args.repeat, backward=True)
+        print(f"  {fast:9s} forward {fast_fwd:8.3f}  backward {fast_bwd:8.3f}")
+        ref_fwd, ref_bwd = warp_times("reference", sides, 1, backward=size in ref_bwd_sizes)
+        print(f"  reference forward {ref_fwd:8.3f}  backward {ref_bwd:8.3f}")
+        model = None if args.no_model else model_times(h, w, args.repeat, device)
+        print(f"  ratio ref/fast forward   {ref_fwd / fast_fwd:8.1f}   (goal >= 20)")
+        print(f"  ratio bwd/fwd ({fast})    {fast_bwd / fast_fwd:8.2f}   (goal <= 3)")
+        if model is not None:
+            full, rest = model
+            print(f"  CDFI forward {full:.3f}, with a free warp {rest:.3f} (warps inside the model {full - rest:.3f})")
+            in_model = (full - rest) / rest
+            print(f"  ratio warp/non-warp      {fast_fwd / rest:8.2f}   (goal <= 0.5; in the model {in_model:.2f})")
+
+
+if __name__ == "__main__":
+    main()
