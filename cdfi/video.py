@@ -57,11 +57,10 @@ def probe_image(path: Path) -> tuple[int, int]:
         raise VideoError(f"{path}: not a readable image") from None
     except OSError as exc:
         raise VideoError(f"{path}: cannot be read ({exc})") from None
-    if mode == "P" and not transparent:
-        mode = "RGB"
-    if mode != "RGB":
-        raise VideoError(f"{path}: image mode {mode}; frames must be 8-bit RGB (convert gray, alpha or 16-bit first)")
-    return size
+    if mode == "RGB" or (mode == "P" and not transparent):
+        return size
+    read_image(path)  # raises ImageError describing the mode
+    raise VideoError(f"{path}: image mode {mode}; frames must be 8-bit RGB")
 
 
 @dataclass
