@@ -218,7 +218,8 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
 }
 
 // Weight/offset gradients for every (pixel, tap) and, when grad_input is given, the input gradient.
-// Rows are split into one contiguous band per thread; each thread scatters its input gradient into a
+// With several threads the input gradient is written directly in two phases when that is race-free
+// (see below); otherwise rows are split into one contiguous band per thread; each thread scatters its input gradient into a
 // private buffer that spans only the input rows its band touches, and the buffers are then summed
 // row by row. Memory: about one input-sized buffer plus a halo of (F - 1) * D + 2 rows per thread for
 // ordinary offsets (at most one input-sized buffer per thread for wild ones).
@@ -231,6 +232,7 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
     const int nt = thread_count(nthreads);
     std::vector<std::vector<T>> buffers(static_cast<size_t>(nt));
     std::vector<i64> lo(static_cast<size_t>(nt)), hi(static_cast<size_t>(nt));
+    std::vector<i64> block_lo(static_cast<size_t>(2 * nt)), block_hi(static_cast<size_t>(2 * nt));
     for (i64 n = 0; n < N; ++n) {
         const T *img = input + n * Hp * row_size;
         const T *gimg = grad_output + n * H * W * Cs;
@@ -242,6 +244,39 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
 #else
             const int tid = 0, nthr = 1;
 #endif
+            bool phased = false;
+            if (gin != nullptr && nthr > 1) {
+                // First choice: two phases over 2 * nthr row blocks, thread tid taking blocks 2 tid and
+                // 2 tid + 1. If the input rows touched by the blocks of one phase are disjoint (ordinary
+                // offsets on tall enough blocks), every thread scatters straight into grad_input.
+                const int nb = 2 * nthr;
+                for (int b = 2 * tid; b < 2 * tid + 2; ++b) {
+                    i64 bmin = Hp, bmax = -1;
+                    touched_rows<T, FLOOR>(offset_i, n, H * b / nb, H * (b + 1) / nb, taps, F, D, Hp, H, W, bmin,
+                                           bmax);
+                    block_lo[static_cast<size_t>(b)] = bmin;
+                    block_hi[static_cast<size_t>(b)] = bmax;
+                }
+#pragma omp barrier
+                bool disjoint = true;
+                for (int b = 0; b < nb && disjoint; ++b) {
+                    for (int c = b + 2; c < nb; c += 2) {
+                        const size_t bu = static_cast<size_t>(b), cu = static_cast<size_t>(c);
+                        if (!(block_hi[bu] < block_lo[cu] || block_hi[cu] < block_lo[bu])) disjoint = false;
+                    }
+                }
+                if (disjoint) {
+                    for (int phase = 0; phase < 2; ++phase) {
+                        const int b = 2 * tid + phase;
+                        backward_band<T, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, gin, 0, grad_weight,
+                                                          grad_offset_i, grad_offset_j, n, H * b / nb,
+                                                          H * (b + 1) / nb, Cs, Hp, Wp, H, W, F, D);
+#pragma omp barrier
+                    }
+                    phased = true;
+                }
+            }
+            if (!phased) {
             const i64 band0 = H * tid / nthr, band1 = H * (tid + 1) / nthr;
             T *local = nullptr;  // input-gradient rows [ymin, ymax] of this thread, row ymin first
             i64 ymin = Hp, ymax = -1;
@@ -283,6 +318,7 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
                     }
                 }
             }
+            }  // !phased
         }
     }
 }
