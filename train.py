@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--amp", action="store_true", help="mixed precision: fp16 on a GPU, bf16 on a CPU")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: cuda if available)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per process (default: torch's); 1 is much faster on a machine shared with other jobs",
+    )
     g = p.add_argument_group("run control and outputs")
     g.add_argument("--uid", help="run name under --out_root (default: the variant name)")
     g.add_argument("--out_root", default="model_weights", help="(default model_weights)")
@@ -341,6 +346,10 @@ def _resolve_resume(args: argparse.Namespace, run_dir: Path) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise TrainSetupError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
     world, rank, local_rank = _world()
     device = _device(args.device, local_rank)
     precision = args.precision

@@ -1,0 +1,128 @@
+"""Training throughput: optimizer steps per second of ``cdfi.training.Trainer.train_step``.
+
+    python benchmarks/train_steps.py --models compressed_adacof,cdfi_adacof --crops 128,256 \\
+        --batches 4,8 --precisions fp32,bf16 --data db/offline
+
+Each configuration builds the published variant, prepares it as ``train.py`` does
+(``cdfi.precision.prepare_model``), and times ``--steps`` full steps (forward, loss
+``1*Charb+0.01*g_Spatial``, backward, Adamax) after ``--warmup`` steps, on crops of real triplets from
+``--data`` (a triplet folder) or on random frames. Data loading is not timed: ``train.py`` overlaps it
+with ``--workers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from cdfi.losses import CompositeLoss
+from cdfi.precision import prepare_model, resolve_precision
+from cdfi.training import Trainer, build_optimizer
+from datasets.vimeo import VimeoTriplets
+from models import make_model
+
+
+def _batches(data: str | None, crop: int, batch: int, count: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
+    if data is None:
+        gen = torch.Generator().manual_seed(seed)
+        return [tuple(torch.rand(batch, 3, crop, crop, generator=gen) for _ in range(3)) for _ in range(count)]
+    dataset = VimeoTriplets(data, crop=crop, seed=seed, check_sizes=False)
+    out = []
+    for b in range(count):
+        items = [dataset[(b * batch + i) % len(dataset)] for i in range(batch)]
+        out.append(tuple(torch.stack([it[k] for it in items]) for k in range(3)))
+    return out
+
+
+def measure(
+    model_name: str,
+    crop: int,
+    batch: int,
+    precision: str,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    data: str | None,
+) -> dict:
+    """Steps per second of one configuration."""
+    torch.manual_seed(0)
+    model = prepare_model(make_model(model_name), device, precision)
+    optimizer = build_optimizer("ADAMax", model.parameters(), 1e-3)
+    trainer = Trainer(
+        model,
+        optimizer,
+        [],
+        CompositeLoss("1*Charb+0.01*g_Spatial"),
+        device=device,
+        precision=precision,
+        progress=False,
+    )
+    batches = _batches(data, crop, batch, warmup + steps, seed=0)
+    for b in batches[:warmup]:
+        trainer.train_step(b)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for b in batches[warmup:]:
+        trainer.train_step(b)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "model": model_name,
+        "crop": crop,
+        "batch": batch,
+        "precision": precision,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "seconds": seconds,
+        "steps_per_s": steps / seconds,
+        "samples_per_s": steps * batch / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="compressed_adacof,cdfi_adacof")
+    p.add_argument("--crops", default="128,256")
+    p.add_argument("--batches", default="4,8")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--data", help="triplet folder to crop real frames from (default: random frames)")
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = []
+    for model_name in args.models.split(","):
+        for crop in (int(c) for c in args.crops.split(",")):
+            for batch in (int(b) for b in args.batches.split(",")):
+                for name in args.precisions.split(","):
+                    precision = resolve_precision(name, device)
+                    row = measure(model_name, crop, batch, precision, device, args.steps, args.warmup, args.data)
+                    rows.append(row)
+                    print(
+                        f"{model_name:18s} crop {crop:4d} batch {batch:2d} {precision:5s} {device}: "
+                        f"{row['steps_per_s']:.3f} steps/s ({row['samples_per_s']:.2f} samples/s)",
+                        flush=True,
+                    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
