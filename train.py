@@ -414,6 +414,9 @@ def run(args: argparse.Namespace) -> int:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
     if is_main:
+        if resume_path is None:  # a fresh start (--force): no checkpoint of an earlier run may survive
+            for name in ("last.pth", "best.pth"):
+                (run_dir / "checkpoints" / name).unlink(missing_ok=True)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         saved = {**vars(args), "uid": uid, "precision": precision, "world_size": world}
         atomic_write_text(run_dir / "args.json", json.dumps(saved, indent=2) + "\n")

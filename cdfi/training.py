@@ -457,10 +457,13 @@ class Trainer:
                 total = total + extra
                 parts = {**parts, "extra": float(extra.detach())}
         if not self._all_finite(total):
-            where = f"{self.checkpoint_path} (step {self.step})" if self.checkpoint_path else "nothing saved"
+            if self._saved_at is not None:
+                kept = f"the last good checkpoint is kept: {self.checkpoint_path} (step {self._saved_at[0]})"
+            else:
+                kept = "no checkpoint was written by this run"
             raise NonFiniteLossError(
                 f"loss is {float(total.detach())} at step {self.step + 1} (epoch {self.epoch + 1}); training "
-                f"stopped, the last good checkpoint is kept: {where}"
+                f"stopped before updating the weights; {kept}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
