@@ -114,7 +114,7 @@ def test_vgg_term_from_torchvision_cache(tmp_path, monkeypatch) -> None:
     total, _ = loss({"frame1": out}, gt)
     with torch.no_grad():
         expected = F.mse_loss(_reference_vgg_features(state, out), _reference_vgg_features(state, gt))
-    assert float(total) == pytest.approx(float(expected), rel=1e-4)
+    assert float(total.detach()) == pytest.approx(float(expected), rel=1e-4)
     total.backward()
     assert out.grad is not None and out.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss.vgg.parameters())
