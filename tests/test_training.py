@@ -266,10 +266,25 @@ def test_bad_input_stops_before_work(tmp_path, capsys, monkeypatch) -> None:
         err = capsys.readouterr().err.strip()
         assert needle in err and err.count("\n") == 0, err
         assert not (tmp_path / "mw" / f"bad{i}").exists()
+    monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV missing: the flow warm start names the package
+    assert run_cli(tmp_path, "--batch_size", "2", "--flow_warmstart", "5", uid="nocv") == 2
+    err = capsys.readouterr().err.strip()
+    assert "opencv-python-headless" in err and err.count("\n") == 0, err
     (tmp_path / "mw" / "taken").mkdir(parents=True)
     (tmp_path / "mw" / "taken" / "log.txt").write_text("x")
     assert run_cli(tmp_path, uid="taken") == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_floor_sampling_from_a_published_checkpoint_warns(tmp_path) -> None:
+    make_set(tmp_path / "data")
+    published = tmp_path / "published.pth"
+    torch.save({"epoch": 1, "state_dict": make_model("compressed_adacof").state_dict()}, published)
+    with pytest.warns(UserWarning, match="differ from the paper"):
+        code = run_cli(
+            tmp_path, "--init_from", str(published), "--sampling", "floor", "--batch_size", "2", "--max_steps", "1"
+        )
+    assert code == 0
 
 
 def test_small_budget_flags_run_and_write_validation_curves(tmp_path) -> None:
