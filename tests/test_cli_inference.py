@@ -84,7 +84,8 @@ def test_twoframe_matches_model(tmp_path: Path, ckpt: Path, frames: list[torch.T
                                 capsys: pytest.CaptureFixture[str]) -> None:
     a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
     out = tmp_path / "mid.png"
-    argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out), "--checkpoint", str(ckpt)]
+    argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out), "--checkpoint", str(ckpt),
+            "--device", "cpu"]  # the reference runs on the CPU (GPU convolutions use TF32)
     assert interpolate_twoframe.main(argv) == 0
     assert f"wrote {out.resolve()} ({W}x{H}" in capsys.readouterr().out
     got = load_rgb(out)
@@ -227,7 +228,7 @@ def test_video_middle_frames_match_model(tmp_path: Path, ckpt: Path, frames: lis
     inputs = frame_folder(tmp_path / "in", frames)
     out = tmp_path / "out"
     assert interpolate_video.main(video("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt,
-                                        "--no_progress")) == 0
+                                        "--device", "cpu", "--no_progress")) == 0
     model = lively_model()
     for i in range(3):
         assert torch.equal(load_rgb(out / f"{2 * i:05d}.png"), frames[i])
