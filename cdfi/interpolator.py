@@ -243,9 +243,8 @@ class Interpolator:
         check_pair(frame0, frame1)
         single = frame0.dim() == 3
         a, b = _as_batch(frame0, "frame0"), _as_batch(frame1, "frame1")
-        out = torch.cat([self._run(a[i : i + self.batch_size], b[i : i + self.batch_size])
+        out = torch.cat([self._run(a[i : i + self.batch_size], b[i : i + self.batch_size]).to(frame0.device)
                          for i in range(0, a.shape[0], self.batch_size)])
-        out = out.to(frame0.device)
         return out[0] if single else out
 
     def interpolate_batch(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -388,11 +387,12 @@ class Interpolator:
     # --- the model call -----------------------------------------------------------------------
 
     def _run(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
-        """Model output for a batch, tiled when needed; float32 on the CPU, clamped to [0, 1]."""
+        """Model output for a batch, tiled when needed; float32 clamped to [0, 1], on the model's device
+        when untiled and on the CPU when assembled from tiles."""
         n, _, h, w = frame0.shape
         tile = self.tile_size(h, w, n)
         if tile is None:
-            return self._forward(frame0, frame1).cpu()
+            return self._forward(frame0, frame1)
         out = torch.zeros(n, 3, h, w)
         weight = torch.zeros(1, 1, h, w)
         for t in plan_tiles(h, w, tile, self.overlap):
@@ -411,7 +411,9 @@ class Interpolator:
         try:
             with torch.no_grad(), autocast(self.device, self.precision):
                 out = self.model(a, b)
-        except torch.OutOfMemoryError:
+        except RuntimeError as exc:  # torch.OutOfMemoryError on CUDA; a plain RuntimeError on the CPU
+            if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in str(exc):
+                raise
             raise InterpolationError(
                 f"out of memory on {self.device} for {a.shape[0]} frame(s) of {a.shape[-1]}x{a.shape[-2]}; "
                 "use a smaller --tile (e.g. 512) or batch size"

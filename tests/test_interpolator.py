@@ -205,3 +205,25 @@ def test_odd_sizes_keep_their_shape(model: torch.nn.Module) -> None:
     out = Interpolator(model, device="cpu", tile=None).interpolate(a, b)
     assert out.shape == (3, 41, 57)
     torch.testing.assert_close(out, reference_middle(model, a, b), atol=2e-5, rtol=0)
+
+
+class _Exploding(torch.nn.Module):
+    """Stand-in model that fails the way an exhausted allocator does (or with another error)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(self.message)
+
+
+def test_out_of_memory_becomes_a_hint() -> None:
+    frame = torch.rand(3, 32, 32)
+    oom = Interpolator(_Exploding("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"),
+                       device="cpu", tile=None)
+    with pytest.raises(InterpolationError, match=r"out of memory on cpu for 1 frame\(s\) of 32x32; use a smaller"):
+        oom.interpolate(frame, frame)
+    other = Interpolator(_Exploding("shape mismatch"), device="cpu", tile=None)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        other.interpolate(frame, frame)
