@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cupy_module import adacof_warp_many
 from models.adacof import WarpingModel, spatial_regulariser
 from models.arch import Spec
 from models.gridnet import GridNet
@@ -31,15 +32,14 @@ class CDFIAdaCoF(WarpingModel):
     def _warp_many(self, tensors: list[torch.Tensor], k: dict[str, torch.Tensor], side: int) -> list[torch.Tensor]:
         """Warp every tensor with kernel set ``side`` (1 or 2).
 
-        The warp treats channels independently, so the tensors go through one call and share the
+        The warp treats channels independently, so the tensors go through one pass that shares the
         kernels' index work. The published backward pass depends on channel position, so
         ``legacy_grad`` keeps one call per tensor, as the published code does.
         """
         kw = (k[f"Weight{side}"], k[f"Alpha{side}"], k[f"Beta{side}"])
         if self.legacy_grad:
             return [self.warp(t, *kw) for t in tensors]
-        warped = self.warp(torch.cat(tensors, 1), *kw)
-        return list(torch.split(warped, [t.shape[1] for t in tensors], 1))
+        return adacof_warp_many(tensors, *kw, self.dilation, sampling=self.sampling)
 
     def synthesize(
         self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
