@@ -10,6 +10,7 @@ import pytest
 import torch
 from inference_helpers import example_frames, lively_model, psnr, reference_middle, save_lively
 
+from cdfi import interpolator
 from cdfi.checkpoint import CheckpointError
 from cdfi.interpolator import (
     InterpolationError,
@@ -227,3 +228,15 @@ def test_out_of_memory_becomes_a_hint() -> None:
     other = Interpolator(_Exploding("shape mismatch"), device="cpu", tile=None)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         other.interpolate(frame, frame)
+
+
+def test_cpu_memory_budget_follows_available_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       8000000 kB\nMemAvailable:   6000000 kB\n")
+    assert interpolator.available_ram(meminfo) == 6000000 * 1024
+    assert interpolator.available_ram(tmp_path / "missing") is None
+    for kib, budget in ((6_000_000, 6_000_000 * 1024 // 4), (100_000, 1 << 30), (64_000_000, 4 << 30)):
+        monkeypatch.setattr(interpolator, "available_ram", lambda kib=kib: kib * 1024)
+        assert interpolator.default_memory_budget(torch.device("cpu")) == budget
+    monkeypatch.setattr(interpolator, "available_ram", lambda: None)
+    assert interpolator.default_memory_budget(torch.device("cpu")) == 2 << 30
