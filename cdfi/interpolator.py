@@ -94,8 +94,9 @@ def available_ram(meminfo: str | Path = "/proc/meminfo") -> int | None:
 
 def default_memory_budget(device: torch.device) -> int:
     """Bytes of activations one forward pass may use. GPU: 60% of its free memory. CPU: a quarter of the
-    available RAM, between 1 and 4 GiB (2 GiB where unknown): a 4K CDFI pair then peaks at about
-    3.5 GB with a 2 GiB budget and about 5.5 GB with 4 GiB, inside the 8 GB goal, and machines with
+    available RAM, between 1 and 4 GiB (2 GiB where unknown). Measured for CDFI F11/D2 in fp32: a 4K
+    pair with a 2 GiB budget (544 px tiles) peaked at 3.5 GiB RSS; one 768 px tile (the 4 GiB choice)
+    peaks at 4.05 GiB, so a 4K pair stays near 4.5 GiB, inside the 8 GB goal, while machines with
     room to spare get fewer, larger tiles (less overlap work)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
