@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) interpolate_twoframe.py
+	$(PY) interpolate_twoframe.py --output_frame output.png --force
 
 test: install
 	$(PY) -m pytest -q
