@@ -25,13 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 from cdfi.checkpoint import load_model, save_checkpoint
 from cdfi.compression import conv_densities, model_density
 from cdfi.fileio import ensure_writable
-from cdfi.losses import CompositeLoss
+from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
 from cdfi.precision import resolve_precision
 from cdfi.training import ResumableSampler, Trainer
 from datasets.vimeo import VimeoTriplets
 from optimizers import OBProxSG
 
-ADACOF_LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
+ADACOF_LOSS = DEFAULT_LOSSES["adacof"]
 CDFI_LOSS = "1*Charb+0.01*g_Spatial"
 
 

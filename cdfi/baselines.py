@@ -20,7 +20,8 @@ class MissingOpenCVError(ImportError):
     """OpenCV is needed for flow-based baselines and warm starts."""
 
 
-def _cv2():
+def require_cv2():
+    """Import OpenCV, or raise a one-line error naming the package to install."""
     try:
         import cv2
     except ImportError:
@@ -33,12 +34,12 @@ def _cv2():
 def _gray_u8(frame: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> H x W uint8 luma, the input DIS expects."""
     rgb = frame.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return _cv2().cvtColor(np.ascontiguousarray(rgb), _cv2().COLOR_RGB2GRAY)
+    return require_cv2().cvtColor(np.ascontiguousarray(rgb), require_cv2().COLOR_RGB2GRAY)
 
 
 def dis_flow(frame0: torch.Tensor, frame2: torch.Tensor, preset: str = "medium") -> torch.Tensor:
     """Dense flow (2, H, W) from ``frame0`` to ``frame2`` (x then y, in pixels) by OpenCV DIS."""
-    cv2 = _cv2()
+    cv2 = require_cv2()
     presets = {
         "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
         "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -53,7 +54,7 @@ def dis_flow(frame0: torch.Tensor, frame2: torch.Tensor, preset: str = "medium")
 
 def backward_warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample ``frame`` (3, H, W) at x + flow(x) bilinearly, replicating the border."""
-    cv2 = _cv2()
+    cv2 = require_cv2()
     _, h, w = frame.shape
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     fx, fy = flow[0].numpy(), flow[1].numpy()

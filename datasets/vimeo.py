@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cdfi.baselines import _cv2, dis_flow
+from cdfi.baselines import dis_flow, require_cv2
 from cdfi.imageio import ImageError, read_image
 
 __all__ = [
@@ -141,7 +141,7 @@ class VimeoTriplets(Dataset):
         self.synthetic_shift = float(synthetic_shift)
         self.with_flow = with_flow
         if with_flow:  # fail at construction, before training, if OpenCV is missing
-            _cv2()
+            require_cv2()
         self.frame_size = self._check(check_sizes)
 
     def _paths(self, entry: str) -> list[Path]:
