@@ -39,6 +39,9 @@ def test_unknown_and_fp16_on_cpu_are_errors() -> None:
 
 def test_names_resolve_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "BF16_DEFAULT_ON_CPU", False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(precision, "BF16_DEFAULT_ON_CPU", True)
     assert resolve_precision("fp32", "cpu") == "fp32"
     assert resolve_precision("BF16", torch.device("cpu")) == "bf16"
     assert resolve_precision("auto", "cpu") == "bf16"
