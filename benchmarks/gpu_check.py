@@ -1,5 +1,6 @@
 """One-shot GPU check of the CuPy AdaCoF warp: correctness against the PyTorch reference and the CPU
-backend (fp32 and fp16, both sampling rules, true and legacy gradients, fp64 gradcheck), then timings
+backend (fp32 and fp16, both sampling rules, true and legacy gradients, fp64 gradcheck with a tolerance
+for the order-nondeterministic atomicAdd of the input gradient), then timings
 on CDFI shapes. Prints a compact table; exit status 1 if any check fails, 2 without CUDA or CuPy.
 
     python benchmarks/gpu_check.py [--sizes 640x480,1920x1080] [--repeat 5]
@@ -22,6 +23,8 @@ from cupy_module import adacof_warp, adacof_warp_reference
 from cupy_module.cuda import cupy_available
 
 FAILED: list[str] = []
+# Allowed difference between two float64 backward passes on the same input (atomicAdd order).
+NONDET_TOL = 1e-10
 
 
 def report(name: str, ok: bool, detail: str) -> None:
@@ -84,12 +87,15 @@ def check_values(dev: torch.device) -> None:
                     report(name, ok, "max rel err out/gw/ga/gb/gin/vs-cpu " + " ".join(f"{e:.1e}" for e in errs))
                 except Exception:
                     report(name, False, traceback.format_exc(limit=2).replace("\n", " | "))
+    # The input gradient is accumulated with atomicAdd, whose order (and so the last bits of a float64
+    # sum) varies from run to run; gradcheck's reentrancy check compares two backward passes exactly,
+    # so it gets a tolerance far below the gradient check's own (atol 1e-6) but above that rounding.
     for rule in ("trunc", "floor"):
         name = f"cupy gradcheck float64 {rule}"
         try:
             t = [x.requires_grad_() for x in make(1, 3, 3, 2, 4, 5, torch.float64, dev, seed=2, off_integer=True)]
             ok = torch.autograd.gradcheck(lambda *x, r=rule: adacof_warp(*x, 2, sampling=r, backend="cupy"), t,
-                                          eps=1e-6, atol=1e-6)
+                                          eps=1e-6, atol=1e-6, nondet_tol=NONDET_TOL)
             report(name, bool(ok), "")
         except Exception:
             report(name, False, traceback.format_exc(limit=2).replace("\n", " | "))

@@ -2,7 +2,7 @@
 
 Prints, for each size, forward and backward times of every available backend for the two warps of one
 CDFI pass, and the ratios of issue 7, all measured in this one run:
-  warp/non-warp   warp forward time / time of the CDFI model with the warp replaced by a free stand-in
+  warp/non-warp   warp forward time / time of the CDFI model with the warps replaced by free stand-ins
   ref/fast        reference forward time / fast backend forward time
   bwd/fwd         fast backend backward time / its forward time
 
@@ -77,8 +77,13 @@ def warp_times(backend: str, sides: list[list[torch.Tensor]], repeat: int, backw
 
 
 def model_times(h: int, w: int, repeat: int, device: torch.device) -> tuple[float, float] | None:
-    """(full CDFI forward, CDFI forward with a free warp stand-in), or None without models/."""
+    """(full CDFI forward, CDFI forward with free warp stand-ins), or None without models/.
+
+    The stand-ins replace ``adacof_warp`` and ``adacof_warp_many`` wherever a module under ``models``
+    imported them; if the model never calls them, the ratio would be meaningless and None is returned.
+    """
     try:
+        import models
         from models import make_model
     except Exception as exc:
         print(f"  (models/ not importable: {exc}; no warp/non-warp ratio)")
@@ -92,12 +97,33 @@ def model_times(h: int, w: int, repeat: int, device: torch.device) -> tuple[floa
             model(f0, f2)
 
     full = best_time(run, repeat, device)
+    calls = [0]
 
-    def free_warp(x: torch.Tensor, weight: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+    def free_warp(x: torch.Tensor, weight: torch.Tensor, *_: object, **__: object) -> torch.Tensor:
+        calls[0] += 1
         return x.new_zeros(x.shape[0], x.shape[1], *weight.shape[2:])
 
-    model.warp = free_warp
-    rest = best_time(run, repeat, device)
+    def free_warp_many(xs: list[torch.Tensor], weight: torch.Tensor, *_: object, **__: object) -> list[torch.Tensor]:
+        return [free_warp(x, weight) for x in xs]
+
+    stand_ins = {"adacof_warp": free_warp, "adacof_warp_many": free_warp_many}
+    patched = [
+        (module, name, getattr(module, name))
+        for key, module in list(sys.modules.items())
+        if key == models.__name__ or key.startswith(models.__name__ + ".")
+        for name in stand_ins
+        if hasattr(module, name)
+    ]
+    try:
+        for module, name, _ in patched:
+            setattr(module, name, stand_ins[name])
+        rest = best_time(run, repeat, device)
+    finally:
+        for module, name, original in patched:
+            setattr(module, name, original)
+    if calls[0] == 0:
+        print("  (the model called no patched warp; no warp/non-warp ratio)")
+        return None
     return full, rest
 
 

@@ -10,15 +10,19 @@ import torch
 from cupy_module.build import cpu_library
 
 _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-_FORWARD_ARGTYPES = [_P] * 5 + [_I64] * 9 + [_I32] * 2
-_BACKWARD_ARGTYPES = [_P] * 9 + [_I64] * 8 + [_I32] * 2
+_ARGTYPES = {
+    "forward": [_P] * 5 + [_I64] * 9 + [_I32] * 2,
+    "backward": [_P] * 9 + [_I64] * 9 + [_I32] * 2,
+    "channels_last": [_P] * 2 + [_I64] * 4 + [_I32],
+    "planar": [_P] * 2 + [_I64] * 4 + [_I32],
+}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 @cache
 def _function(kind: str, dtype: torch.dtype) -> ctypes._CFuncPtr:
     fn = getattr(cpu_library(), f"adacof_cpu_{kind}_{_SUFFIX[dtype]}")
-    fn.argtypes = _FORWARD_ARGTYPES if kind == "forward" else _BACKWARD_ARGTYPES
+    fn.argtypes = _ARGTYPES[kind]
     fn.restype = ctypes.c_int
     return fn
 
@@ -34,13 +38,30 @@ def channel_stride(c: int) -> int:
 
 
 def _channels_last(t: torch.Tensor, dtype: torch.dtype, stride: int) -> torch.Tensor:
-    """(N, C, H, W) -> contiguous (N, H, W, stride) in ``dtype``, zero beyond C (one copy at most)."""
+    """(N, C, H, W) -> contiguous (N, H, W, stride) in ``dtype``, zero beyond C.
+
+    Planar inputs go through the library's blocked, threaded transpose (several times faster than a
+    strided torch copy); other layouts through torch.
+    """
     n, c, h, w = t.shape
+    if t.dtype == dtype and t.is_contiguous():
+        out = torch.empty(n, h, w, stride, dtype=dtype)
+        fn = _function("channels_last", dtype)
+        _check(fn(t.data_ptr(), out.data_ptr(), n, c, stride, h * w, torch.get_num_threads()))
+        return out
     if stride == c:
         return t.to(dtype).permute(0, 2, 3, 1).contiguous()
     out = torch.empty(n, h, w, stride, dtype=dtype)
     out[..., :c].copy_(t.permute(0, 2, 3, 1))
     out[..., c:].zero_()
+    return out
+
+
+def _planar(t: torch.Tensor, c: int) -> torch.Tensor:
+    """Channels-last (N, H, W, stride) -> contiguous (N, c, H, W), through the library's transpose."""
+    n, h, w, stride = t.shape
+    out = torch.empty(n, c, h, w, dtype=t.dtype)
+    _check(_function("planar", t.dtype)(t.data_ptr(), out.data_ptr(), n, c, stride, h * w, torch.get_num_threads()))
     return out
 
 
@@ -83,20 +104,22 @@ def backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for (input, weight, offset_i, offset_j) in the dtype of ``weight``.
 
-    The input gradient (None unless asked for) is returned as an (N, C, Hp, Wp) view of the
-    kernel's channels-last buffer.
+    The input gradient is None unless asked for; when it is, the kernel scatters it into a
+    channels-last buffer, returned as a contiguous (N, C, Hp, Wp) tensor (autograd would otherwise
+    make a slow strided copy of a permuted view). The output gradient is read in its planar layout.
     """
     dtype = weight.dtype
     n, c, hp, wp = input.shape
     taps, h, w = weight.shape[1:]
     stride = channel_stride(c)
     x = _channels_last(input, dtype, stride)
-    go = _channels_last(grad_output, dtype, stride)
+    go = grad_output.to(dtype).contiguous()
     gin = torch.zeros(n, hp, wp, stride, dtype=dtype) if need_input_grad else None
     gw, gi, gj = (torch.empty_like(weight) for _ in range(3))
     _check(_function("backward", dtype)(
         x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), go.data_ptr(),
         gin.data_ptr() if gin is not None else None, gw.data_ptr(), gi.data_ptr(), gj.data_ptr(),
-        n, stride, hp, wp, h, w, round(taps**0.5), dilation, int(sampling == "floor"), torch.get_num_threads(),
+        n, c, stride, hp, wp, h, w, round(taps**0.5), dilation, int(sampling == "floor"), torch.get_num_threads(),
     ))
-    return (gin[..., :c].permute(0, 3, 1, 2) if gin is not None else None), gw, gi, gj
+    del x
+    return (_planar(gin, c) if gin is not None else None), gw, gi, gj

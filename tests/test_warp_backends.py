@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import cupy_module.adacof
 from cupy_module import adacof_warp, adacof_warp_many, adacof_warp_reference
 
 BACKENDS = ["cpu", "cuda_shim"]
@@ -93,8 +94,9 @@ def test_legacy_grad_is_the_published_backward(backend, c):
 @pytest.mark.parametrize(("h", "spread"), [(40, 0.9), (9, 30.0)])
 def test_cpu_threads_agree(threads, h, spread):
     """Both multi-threaded input-gradient paths: direct two-phase writes (small offsets, tall row
-    blocks) and per-thread buffers (offsets that land far outside)."""
-    tensors = make(2, 4, 3, 2, h, 6, spread=spread, seed=5)
+    blocks) and per-thread buffers (offsets that land far outside), over several backward column
+    strips (the last one partial)."""
+    tensors = make(2, 4, 3, 2, h, 37, spread=spread, seed=5)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -145,3 +147,25 @@ def test_warp_many_equals_separate_calls(backend):
         (single.double().sum() * (k + 1)).backward()
         assert torch.allclose(o.double(), single.double(), atol=1e-6)
         assert torch.allclose(leaf.grad.double(), x.grad.double(), atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_input_gradient_skipped_when_input_needs_none(backend, monkeypatch):
+    """A frame that needs no gradient: the kernel is told so, and the other gradients still match."""
+    tensors = make(1, 63, 3, 2, 5, 21, spread=3.0)
+    seen = []
+    original = cupy_module.adacof._backward
+
+    def spy(name, *args):
+        seen.append(args[-1])
+        return original(name, *args)
+
+    monkeypatch.setattr(cupy_module.adacof, "_backward", spy)
+    params = [t.clone().requires_grad_() for t in tensors[1:]]
+    out = adacof_warp(tensors[0], *params, 2, backend=backend)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
+    out.backward(g)
+    assert seen == [False]
+    _, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, 2, "trunc"), tensors, g)
+    for mine, theirs in zip(params, rgs[1:], strict=True):
+        assert torch.allclose(mine.grad, theirs, atol=1e-11)

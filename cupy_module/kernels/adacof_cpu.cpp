@@ -7,9 +7,16 @@
 // computed once per (pixel, tap) for all channels, a tile of pixels at a time in a loop the compiler
 // vectorises. Weights and offsets are (N, F*F, H, W); the output is (N, C, H, W). Exposed through a C
 // ABI and loaded with ctypes, so no PyTorch headers are compiled.
+//
+// The backward pass walks each thread's rows in vertical strips of BTILE columns (down the rows of a
+// strip, then the next strip): consecutive tiles then share all but one input row of the region their
+// taps touch, so the input and the input gradient stay in L2 instead of being refetched from L3 for
+// every tile. The forward pass keeps row order, which measured faster for it (its output planes are
+// written sequentially).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
@@ -22,6 +29,8 @@ using i32 = int32_t;
 
 // Output pixels per tile: the tile's forward accumulators (TILE * Cs values) stay in L1.
 constexpr int TILE = 32;
+// Output pixels per backward tile (at most TILE, a multiple of every channel block width VB).
+constexpr int BTILE = 16;
 
 // A block of VB channels as one SIMD value (GCC/Clang vector extension). Loads and stores go through
 // may_alias, element-aligned pointers, so any channel offset works.
@@ -31,16 +40,39 @@ struct Block {
     typedef T unaligned __attribute__((vector_size(sizeof(T) * VB), aligned(sizeof(T)), may_alias));
     static inline vec load(const T *p) { return *reinterpret_cast<const unaligned *>(p); }
     static inline void store(T *p, vec v) { *reinterpret_cast<unaligned *>(p) = v; }
-    // Horizontal sum by halving: log2(VB) vector additions instead of VB scalar ones.
-    static inline T sum(vec v) {
-        if constexpr (VB == 2) {
-            return v[0] + v[1];
-        } else {
-            typename Block<T, VB / 2>::vec lo, hi;
-            __builtin_memcpy(&lo, &v, sizeof(lo));
-            __builtin_memcpy(&hi, reinterpret_cast<const char *>(&v) + sizeof(lo), sizeof(hi));
-            return Block<T, VB / 2>::sum(lo + hi);
+};
+
+// Sums of VB vectors of VB lanes at once, as one vector of VB sums (transpose-reduce): each step
+// adds the low and high halves of the lane groups of two vectors, VB - 1 shuffle-add steps in all
+// instead of VB separate horizontal sums of log2(VB) steps each. The additions pair lanes as a
+// halving horizontal sum would.
+template <typename T, int VB>
+struct Transposed {
+    using V = typename Block<T, VB>::vec;
+    // Lane o of the low (HI = 0) or high (HI = 1) half-group selection of (a, b), groups of G lanes.
+    template <int G, int HI>
+    static constexpr int lane(int o) {
+        const int half = G / 2, q = o / half, r = o % half, n = VB / G;
+        return (q < n ? q * G : VB + (q - n) * G) + r + HI * half;
+    }
+    template <int G, size_t... I>
+    static inline V combine(V a, V b, std::index_sequence<I...>) {
+        return __builtin_shufflevector(a, b, lane<G, 0>(I)...) + __builtin_shufflevector(a, b, lane<G, 1>(I)...);
+    }
+    // v holds G vectors whose lanes are groups of G partial sums; leaves the VB sums in v[0].
+    template <int G>
+    static inline void step(V *v) {
+        if constexpr (G > 1) {
+            for (int p = 0; p < G / 2; ++p) v[p] = combine<G>(v[2 * p], v[2 * p + 1], std::make_index_sequence<VB>{});
+            step<G / 2>(v);
         }
+    }
+    // dst[k] = sum of the VB lanes of src vector k, for k < VB.
+    static inline void sums(const T *src, T *dst) {
+        V v[VB];
+        for (int k = 0; k < VB; ++k) v[k] = Block<T, VB>::load(src + k * VB);
+        step<VB>(v);
+        Block<T, VB>::store(dst, v[0]);
     }
 };
 
@@ -162,52 +194,83 @@ void touched_rows(const T *offset_i, i64 n, i64 band0, i64 band1, i64 taps, i64 
     }
 }
 
-// Gradients for output rows [band0, band1) of sample n. Per channel block one pass reads the output
-// gradient and the four corners once, accumulating the four corner dot products and (INPUT_GRAD)
-// scattering into the input gradient ``local``, whose pixel 0 is input pixel ``shift``.
+// Gradients for output rows [band0, band1) of sample n. Per pixel and tap one pass over the channel
+// blocks reads the output gradient and the four corners once, accumulating the four corner dot
+// products as vectors and (INPUT_GRAD) scattering into the input gradient ``local``, whose pixel 0 is
+// input pixel ``shift``. The output gradient ``gimg`` is sample n's (C, H, W) planes; each tile's
+// pixels are first copied channels-last into a small buffer (lanes from C to Cs stay zero). The dot
+// vectors of a tile go to a scratch buffer and are summed VB at a time by a transpose-reduce (a
+// horizontal sum per vector cost more than the rest of the pass); the weight and offset gradients
+// then follow in a loop over the tile's pixels. Tiles run strip by strip (see the top of the file).
 template <typename T, int VB, bool FLOOR, bool INPUT_GRAD>
 void backward_band(const T *img, const T *weight, const T *offset_i, const T *offset_j, const T *gimg, T *local,
                    i64 shift, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 n, i64 band0, i64 band1,
-                   i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D) {
+                   i64 C, i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D) {
     using B = Block<T, VB>;
     using V = typename B::vec;
+    static_assert(BTILE % VB == 0 && BTILE <= TILE, "a tile holds whole groups of VB pixels");
     const i64 taps = F * F;
     Tile<T> g;
-    for (i64 i = band0; i < band1; ++i) {
-        for (i64 j0 = 0; j0 < W; j0 += TILE) {
-            const int jn = static_cast<int>(std::min<i64>(TILE, W - j0));
+    std::vector<T> dots(static_cast<size_t>(4 * BTILE * VB), T(0));  // [corner][pixel][lane]
+    std::vector<T> gtile(static_cast<size_t>(BTILE * Cs), T(0));    // output gradient, [pixel][channel]
+    alignas(64) T e[4][BTILE];                                        // corner dot products
+    for (i64 j0 = 0; j0 < W; j0 += BTILE) {
+        const int jn = static_cast<int>(std::min<i64>(BTILE, W - j0));
+        for (i64 i = band0; i < band1; ++i) {
+            for (i64 c = 0; c < C; ++c) {
+                const T *src = gimg + (c * H + i) * W + j0;
+                for (int jj = 0; jj < jn; ++jj) gtile[static_cast<size_t>(jj * Cs + c)] = src[jj];
+            }
             for (i64 t = 0; t < taps; ++t) {
                 const i64 row = ((n * taps + t) * H + i) * W + j0;
                 tile_geometry<T, FLOOR>(offset_i + row, offset_j + row, jn, static_cast<i32>(i + t / F * D),
                                         static_cast<i32>(j0 + t % F * D), static_cast<i32>(Hp),
                                         static_cast<i32>(Wp), g);
                 for (int jj = 0; jj < jn; ++jj) {
-                    const T w = weight[row + jj];
-                    const T *go = gimg + (i * W + j0 + jj) * Cs;
+                    const T *go = gtile.data() + jj * Cs;
                     const T *p00 = img + g.p00[jj] * Cs, *p10 = img + g.p10[jj] * Cs;
                     const T *p01 = img + g.p01[jj] * Cs, *p11 = img + g.p11[jj] * Cs;
-                    const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
-                    // Corners coincide at the border: each scatter below reloads what the previous one stored.
-                    T *s00 = INPUT_GRAD ? local + (g.p00[jj] - shift) * Cs : nullptr;
-                    T *s10 = INPUT_GRAD ? local + (g.p10[jj] - shift) * Cs : nullptr;
-                    T *s01 = INPUT_GRAD ? local + (g.p01[jj] - shift) * Cs : nullptr;
-                    T *s11 = INPUT_GRAD ? local + (g.p11[jj] - shift) * Cs : nullptr;
                     V d00 = {}, d10 = {}, d01 = {}, d11 = {};
-                    for (i64 cb = 0; cb < Cs; cb += VB) {
-                        const V gv = B::load(go + cb);
-                        d00 += gv * B::load(p00 + cb);
-                        d10 += gv * B::load(p10 + cb);
-                        d01 += gv * B::load(p01 + cb);
-                        d11 += gv * B::load(p11 + cb);
-                        if (INPUT_GRAD) {
+                    if (INPUT_GRAD) {
+                        const T w = weight[row + jj];
+                        const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
+                        // Corners coincide at the border: each scatter reloads what the previous one stored.
+                        T *s00 = local + (g.p00[jj] - shift) * Cs, *s10 = local + (g.p10[jj] - shift) * Cs;
+                        T *s01 = local + (g.p01[jj] - shift) * Cs, *s11 = local + (g.p11[jj] - shift) * Cs;
+                        for (i64 cb = 0; cb < Cs; cb += VB) {
+                            const V gv = B::load(go + cb);
+                            d00 += gv * B::load(p00 + cb);
+                            d10 += gv * B::load(p10 + cb);
+                            d01 += gv * B::load(p01 + cb);
+                            d11 += gv * B::load(p11 + cb);
                             B::store(s00 + cb, B::load(s00 + cb) + q00 * gv);
                             B::store(s10 + cb, B::load(s10 + cb) + q10 * gv);
                             B::store(s01 + cb, B::load(s01 + cb) + q01 * gv);
                             B::store(s11 + cb, B::load(s11 + cb) + q11 * gv);
                         }
+                    } else {
+                        for (i64 cb = 0; cb < Cs; cb += VB) {
+                            const V gv = B::load(go + cb);
+                            d00 += gv * B::load(p00 + cb);
+                            d10 += gv * B::load(p10 + cb);
+                            d01 += gv * B::load(p01 + cb);
+                            d11 += gv * B::load(p11 + cb);
+                        }
                     }
-                    const T e00 = B::sum(d00), e10 = B::sum(d10), e01 = B::sum(d01), e11 = B::sum(d11);
-                    const T fa = g.fa[jj], fb = g.fb[jj];
+                    B::store(dots.data() + (0 * BTILE + jj) * VB, d00);
+                    B::store(dots.data() + (1 * BTILE + jj) * VB, d10);
+                    B::store(dots.data() + (2 * BTILE + jj) * VB, d01);
+                    B::store(dots.data() + (3 * BTILE + jj) * VB, d11);
+                }
+                for (int k = 0; k < 4; ++k) {
+                    for (int j = 0; j < jn; j += VB) {
+                        Transposed<T, VB>::sums(dots.data() + (k * BTILE + j) * VB, e[k] + j);
+                    }
+                }
+#pragma omp simd
+                for (int jj = 0; jj < jn; ++jj) {
+                    const T w = weight[row + jj], fa = g.fa[jj], fb = g.fb[jj];
+                    const T e00 = e[0][jj], e10 = e[1][jj], e01 = e[2][jj], e11 = e[3][jj];
                     grad_weight[row + jj] = g.c00[jj] * e00 + g.c10[jj] * e10 + g.c01[jj] * e01 + g.c11[jj] * e11;
                     grad_offset_i[row + jj] = w * ((1 - fb) * (e10 - e00) + fb * (e11 - e01));
                     grad_offset_j[row + jj] = w * ((1 - fa) * (e01 - e00) + fa * (e11 - e10));
@@ -219,14 +282,15 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
 
 // Weight/offset gradients for every (pixel, tap) and, when grad_input is given, the input gradient.
 // With several threads the input gradient is written directly in two phases when that is race-free
-// (see below); otherwise rows are split into one contiguous band per thread; each thread scatters its input gradient into a
-// private buffer that spans only the input rows its band touches, and the buffers are then summed
-// row by row. Memory: about one input-sized buffer plus a halo of (F - 1) * D + 2 rows per thread for
-// ordinary offsets (at most one input-sized buffer per thread for wild ones).
+// (see below); otherwise rows are split into one contiguous band per thread; each thread scatters its
+// input gradient into a private buffer that spans only the input rows its band touches, and the
+// buffers are then summed row by row. Memory: about one input-sized buffer plus a halo of
+// (F - 1) * D + 2 rows per thread for ordinary offsets (at most one input-sized buffer per thread for
+// wild ones).
 template <typename T, int VB, bool FLOOR>
 void backward(const T *input, const T *weight, const T *offset_i, const T *offset_j, const T *grad_output,
-              T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 Cs, i64 Hp, i64 Wp,
-              i64 H, i64 W, i64 F, i64 D, int nthreads) {
+              T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 C, i64 Cs, i64 Hp,
+              i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
     const i64 taps = F * F;
     const i64 row_size = Wp * Cs;
     const int nt = thread_count(nthreads);
@@ -235,7 +299,7 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
     std::vector<i64> block_lo(static_cast<size_t>(2 * nt)), block_hi(static_cast<size_t>(2 * nt));
     for (i64 n = 0; n < N; ++n) {
         const T *img = input + n * Hp * row_size;
-        const T *gimg = grad_output + n * H * W * Cs;
+        const T *gimg = grad_output + n * C * H * W;
         T *gin = grad_input != nullptr ? grad_input + n * Hp * row_size : nullptr;
 #pragma omp parallel num_threads(nt)
         {
@@ -270,7 +334,7 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
                         const int b = 2 * tid + phase;
                         backward_band<T, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, gin, 0, grad_weight,
                                                           grad_offset_i, grad_offset_j, n, H * b / nb,
-                                                          H * (b + 1) / nb, Cs, Hp, Wp, H, W, F, D);
+                                                          H * (b + 1) / nb, C, Cs, Hp, Wp, H, W, F, D);
 #pragma omp barrier
                     }
                     phased = true;
@@ -297,11 +361,11 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
             const i64 shift = ymin * Wp;  // in pixels
             if (local != nullptr) {
                 backward_band<T, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, local, shift, grad_weight,
-                                                  grad_offset_i, grad_offset_j, n, band0, band1, Cs, Hp, Wp, H, W,
+                                                  grad_offset_i, grad_offset_j, n, band0, band1, C, Cs, Hp, Wp, H, W,
                                                   F, D);
             } else {
                 backward_band<T, VB, FLOOR, false>(img, weight, offset_i, offset_j, gimg, nullptr, 0, grad_weight,
-                                                   grad_offset_i, grad_offset_j, n, band0, band1, Cs, Hp, Wp, H,
+                                                   grad_offset_i, grad_offset_j, n, band0, band1, C, Cs, Hp, Wp, H,
                                                    W, F, D);
             }
             if (gin != nullptr && nthr > 1) {
@@ -323,24 +387,68 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
     }
 }
 
-// Channel block width for a channel stride: the largest of 16, 8, 4 that divides it.
-inline int block_width(i64 Cs) { return Cs % 16 == 0 ? 16 : (Cs % 8 == 0 ? 8 : 4); }
+// Layout changes between (N, C, P) planes and channels-last (N, P, Cs) pixels, P = H * W, over blocks
+// of PIXELS pixels: a block's channels-last side (PIXELS * Cs values) stays in L1 while each plane is
+// read or written PIXELS contiguous values at a time. to_channels_last zeroes the lanes from C to Cs.
+constexpr i64 PIXELS = 64;
+
+template <typename T>
+void to_channels_last(const T *src, T *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) {
+    const i64 blocks = (P + PIXELS - 1) / PIXELS;
+#pragma omp parallel for schedule(static) num_threads(thread_count(nthreads))
+    for (i64 b = 0; b < N * blocks; ++b) {
+        const i64 n = b / blocks, p0 = b % blocks * PIXELS, pn = std::min(PIXELS, P - p0);
+        T *out = dst + (n * P + p0) * Cs;
+        for (i64 c = 0; c < C; ++c) {
+            const T *in = src + (n * C + c) * P + p0;
+            for (i64 p = 0; p < pn; ++p) out[p * Cs + c] = in[p];
+        }
+        for (i64 p = 0; p < pn; ++p) std::fill(out + p * Cs + C, out + (p + 1) * Cs, T(0));
+    }
+}
+
+template <typename T>
+void to_planar(const T *src, T *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) {
+    const i64 blocks = (P + PIXELS - 1) / PIXELS;
+#pragma omp parallel for schedule(static) num_threads(thread_count(nthreads))
+    for (i64 b = 0; b < N * blocks; ++b) {
+        const i64 n = b / blocks, p0 = b % blocks * PIXELS, pn = std::min(PIXELS, P - p0);
+        const T *in = src + (n * P + p0) * Cs;
+        for (i64 c = 0; c < C; ++c) {
+            T *out = dst + (n * C + c) * P + p0;
+            for (i64 p = 0; p < pn; ++p) out[p] = in[p * Cs + c];
+        }
+    }
+}
+
+// Channel block width for a channel stride: the largest of 16, 8, 4 that divides it and fills at most
+// 64 bytes (one AVX-512 register; wider blocks of doubles gain nothing and slow the build down).
+template <typename T>
+inline int block_width(i64 Cs) {
+    return Cs % 16 == 0 && sizeof(T) <= 4 ? 16 : (Cs % 8 == 0 ? 8 : 4);
+}
 
 template <typename T>
 using ForwardFn = void (*)(const T *, const T *, const T *, const T *, T *, i64, i64, i64, i64, i64, i64, i64, i64,
                            i64, int);
 template <typename T>
 using BackwardFn = void (*)(const T *, const T *, const T *, const T *, const T *, T *, T *, T *, T *, i64, i64, i64,
-                            i64, i64, i64, i64, i64, int);
+                            i64, i64, i64, i64, i64, i64, int);
 
 template <typename T, bool FLOOR>
 ForwardFn<T> pick_forward(int vb) {
-    return vb == 16 ? forward<T, 16, FLOOR> : (vb == 8 ? forward<T, 8, FLOOR> : forward<T, 4, FLOOR>);
+    if constexpr (sizeof(T) <= 4) {
+        if (vb == 16) return forward<T, 16, FLOOR>;
+    }
+    return vb == 8 ? forward<T, 8, FLOOR> : forward<T, 4, FLOOR>;
 }
 
 template <typename T, bool FLOOR>
 BackwardFn<T> pick_backward(int vb) {
-    return vb == 16 ? backward<T, 16, FLOOR> : (vb == 8 ? backward<T, 8, FLOOR> : backward<T, 4, FLOOR>);
+    if constexpr (sizeof(T) <= 4) {
+        if (vb == 16) return backward<T, 16, FLOOR>;
+    }
+    return vb == 8 ? backward<T, 8, FLOOR> : backward<T, 4, FLOOR>;
 }
 
 // Arguments the kernels cannot take: 1 = channel stride, 2 = image too large for 32-bit pixel indices.
@@ -352,29 +460,41 @@ inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
 
 }  // namespace
 
-// C ABI; each returns 0, or a nonzero status for arguments it cannot take. Input and grad_output are
-// channels-last with channel stride Cs (a multiple of 4, >= C, extra channels zero); the output is
-// (N, C, H, W); grad_input (or null) is channels-last like the input and must be zeroed.
+// C ABI; each returns 0, or a nonzero status for arguments it cannot take. The input is channels-last
+// with channel stride Cs (a multiple of 4, >= C, extra channels zero); the output and grad_output are
+// (N, C, H, W); grad_input (or null) is channels-last like the input and must be zeroed. The layout
+// functions convert (N, C, P) planes to channels-last (N, P, Cs) pixels and back.
 #define ADACOF_CPU_EXPORT(SUFFIX, T)                                                                          \
     extern "C" int adacof_cpu_forward_##SUFFIX(const T *input, const T *weight, const T *offset_i,            \
                                                const T *offset_j, T *output, i64 N, i64 C, i64 Cs, i64 Hp,    \
                                                i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule,            \
                                                int nthreads) {                                                \
         if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
-        const int vb = block_width(Cs);                                                                       \
+        const int vb = block_width<T>(Cs);                                                                    \
         const ForwardFn<T> run = floor_rule ? pick_forward<T, true>(vb) : pick_forward<T, false>(vb);         \
         run(input, weight, offset_i, offset_j, output, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);               \
         return 0;                                                                                             \
     }                                                                                                         \
     extern "C" int adacof_cpu_backward_##SUFFIX(                                                              \
         const T *input, const T *weight, const T *offset_i, const T *offset_j, const T *grad_output,         \
-        T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 Cs, i64 Hp, i64 Wp,     \
-        i64 H, i64 W, i64 F, i64 D, int floor_rule, int nthreads) {                                           \
-        if (const int status = check(Cs, Cs, Hp, Wp, W, F, D)) return status;                                 \
-        const int vb = block_width(Cs);                                                                       \
+        T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 C, i64 Cs, i64 Hp,      \
+        i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule, int nthreads) {                                   \
+        if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
+        const int vb = block_width<T>(Cs);                                                                    \
         const BackwardFn<T> run = floor_rule ? pick_backward<T, true>(vb) : pick_backward<T, false>(vb);      \
         run(input, weight, offset_i, offset_j, grad_output, grad_input, grad_weight, grad_offset_i,          \
-            grad_offset_j, N, Cs, Hp, Wp, H, W, F, D, nthreads);                                              \
+            grad_offset_j, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);                                           \
+        return 0;                                                                                             \
+    }                                                                                                         \
+    extern "C" int adacof_cpu_channels_last_##SUFFIX(const T *src, T *dst, i64 N, i64 C, i64 Cs, i64 P,       \
+                                                     int nthreads) {                                          \
+        if (Cs < C) return 1;                                                                                 \
+        to_channels_last(src, dst, N, C, Cs, P, nthreads);                                                    \
+        return 0;                                                                                             \
+    }                                                                                                         \
+    extern "C" int adacof_cpu_planar_##SUFFIX(const T *src, T *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) { \
+        if (Cs < C) return 1;                                                                                 \
+        to_planar(src, dst, N, C, Cs, P, nthreads);                                                           \
         return 0;                                                                                             \
     }
 
