@@ -46,7 +46,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     r.add_argument("--gpu_id", type=int, default=None, help="published flag: same as --device cuda:N")
-    add_precision_argument(r, default="fp32")
+    add_precision_argument(r, default="auto")
     r.add_argument("--tile", type=tile_arg, default="auto",
                    help="tile size in px for large frames: auto (only when memory requires), 0 (never), or N")
     r.add_argument("--tile_overlap", type=int, default=DEFAULT_OVERLAP,

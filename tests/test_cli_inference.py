@@ -85,7 +85,7 @@ def test_twoframe_matches_model(tmp_path: Path, ckpt: Path, frames: list[torch.T
     a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
     out = tmp_path / "mid.png"
     argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out), "--checkpoint", str(ckpt),
-            "--device", "cpu"]  # the reference runs on the CPU (GPU convolutions use TF32)
+            "--device", "cpu", "--precision", "fp32"]  # the reference: fp32 on the CPU (GPUs use TF32)
     assert interpolate_twoframe.main(argv) == 0
     assert f"wrote {out.resolve()} ({W}x{H}" in capsys.readouterr().out
     got = load_rgb(out)
@@ -224,11 +224,29 @@ def test_video_file_to_video_fps_and_preview(tmp_path: Path, ckpt: Path, frames:
     assert probe(out) == (5, Fraction(24), (W, H))
 
 
+def test_cpu_default_precision_is_bf16_where_native(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --precision the CLIs take the device default: bf16 on CPUs with native bf16, else fp32."""
+    from cdfi import precision
+
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        out = tmp_path / f"mid_{expected}.png"
+        argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out),
+                "--checkpoint", str(ckpt), "--device", "cpu"]
+        assert interpolate_twoframe.main(argv) == 0
+        assert f"on cpu ({expected})" in capsys.readouterr().err
+    want = reference_middle(lively_model(), frames[0], frames[1])
+    assert float((load_rgb(tmp_path / "mid_fp32.png") - want).abs().max()) <= 1 / 255 + 1e-6
+
+
 def test_video_middle_frames_match_model(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor]) -> None:
     inputs = frame_folder(tmp_path / "in", frames)
     out = tmp_path / "out"
     assert interpolate_video.main(video("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt,
-                                        "--device", "cpu", "--no_progress")) == 0
+                                        "--device", "cpu", "--precision", "fp32", "--no_progress")) == 0
     model = lively_model()
     for i in range(3):
         assert torch.equal(load_rgb(out / f"{2 * i:05d}.png"), frames[i])

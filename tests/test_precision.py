@@ -47,6 +47,7 @@ def test_names_resolve_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_precision("auto", "cpu") == "bf16"
     assert resolve_precision(None, "cpu") == "bf16"
     assert resolve_precision("fp16", "cuda") == "fp16"
+    assert default_inference_precision("cuda") == "fp32"  # reduced precision measured no faster on a GPU
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert default_inference_precision("cpu") == "fp32"
     assert resolve_precision("auto", "cpu") == "fp32"
