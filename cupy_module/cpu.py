@@ -13,7 +13,6 @@ _P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _ARGTYPES = {
     "forward": [_P] * 5 + [_I64] * 9 + [_I32] * 2,
     "backward": [_P] * 9 + [_I64] * 9 + [_I32] * 2,
-    "channels_last": [_P] * 2 + [_I64] * 4 + [_I32],
     "planar": [_P] * 2 + [_I64] * 4 + [_I32],
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -38,17 +37,8 @@ def channel_stride(c: int) -> int:
 
 
 def _channels_last(t: torch.Tensor, dtype: torch.dtype, stride: int) -> torch.Tensor:
-    """(N, C, H, W) -> contiguous (N, H, W, stride) in ``dtype``, zero beyond C.
-
-    Planar inputs go through the library's blocked, threaded transpose (several times faster than a
-    strided torch copy); other layouts through torch.
-    """
+    """(N, C, H, W) -> contiguous (N, H, W, stride) in ``dtype``, zero beyond C (one copy at most)."""
     n, c, h, w = t.shape
-    if t.dtype == dtype and t.is_contiguous():
-        out = torch.empty(n, h, w, stride, dtype=dtype)
-        fn = _function("channels_last", dtype)
-        _check(fn(t.data_ptr(), out.data_ptr(), n, c, stride, h * w, torch.get_num_threads()))
-        return out
     if stride == c:
         return t.to(dtype).permute(0, 2, 3, 1).contiguous()
     out = torch.empty(n, h, w, stride, dtype=dtype)
