@@ -72,16 +72,21 @@ def _stand_in_train(self: WarpingModel, x: Tensor, w: Tensor, a: Tensor, b: Tens
 
 @contextlib.contextmanager
 def warp_replaced(stand_in: Callable | None) -> Iterator[None]:
-    """Temporarily replace ``WarpingModel.warp`` (every family's warp) by ``stand_in``; None = real warp."""
+    """Temporarily replace ``WarpingModel.warp`` and ``warp_many`` (every family's warps) by ``stand_in``
+    applied per tensor; None = real warp."""
     if stand_in is None:
         yield
         return
-    original = WarpingModel.warp
-    WarpingModel.warp = stand_in
+    original, original_many = WarpingModel.warp, WarpingModel.warp_many
+
+    def many(self: WarpingModel, tensors: list[Tensor], w: Tensor, a: Tensor, b: Tensor) -> list[Tensor]:
+        return [stand_in(self, t, w, a, b) for t in tensors]
+
+    WarpingModel.warp, WarpingModel.warp_many = stand_in, many
     try:
         yield
     finally:
-        WarpingModel.warp = original
+        WarpingModel.warp, WarpingModel.warp_many = original, original_many
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}

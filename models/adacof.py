@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cupy_module import SAMPLING_RULES, adacof_warp
+from cupy_module import SAMPLING_RULES, adacof_warp, adacof_warp_many
 from models.arch import Spec, validate_arch
 
 # Mean RGB that the published kernel-estimation network subtracts from its inputs.
@@ -192,6 +192,19 @@ class WarpingModel(nn.Module):
         return adacof_warp(
             x, weight, alpha, beta, self.dilation, sampling=self.sampling, legacy_grad=self.legacy_grad
         )
+
+    def warp_many(
+        self, tensors: list[torch.Tensor], weight: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Warp several padded tensors with one kernel set.
+
+        The warp treats channels independently, so the tensors go through one pass that shares the
+        kernels' index work. The published backward pass depends on channel position, so
+        ``legacy_grad`` keeps one call per tensor, as the published code does.
+        """
+        if self.legacy_grad:
+            return [self.warp(t, weight, alpha, beta) for t in tensors]
+        return adacof_warp_many(tensors, weight, alpha, beta, self.dilation, sampling=self.sampling)
 
     def synthesize(
         self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cupy_module import adacof_warp_many
 from models.adacof import WarpingModel, spatial_regulariser
 from models.arch import Spec
 from models.gridnet import GridNet
@@ -29,18 +28,6 @@ class CDFIAdaCoF(WarpingModel):
         in_ch = 2 * (3 + sum(spec["features"]))
         self.context_synthesis = GridNet(in_ch, 3, spec["gridnet"])
 
-    def _warp_many(self, tensors: list[torch.Tensor], k: dict[str, torch.Tensor], side: int) -> list[torch.Tensor]:
-        """Warp every tensor with kernel set ``side`` (1 or 2).
-
-        The warp treats channels independently, so the tensors go through one pass that shares the
-        kernels' index work. The published backward pass depends on channel position, so
-        ``legacy_grad`` keeps one call per tensor, as the published code does.
-        """
-        kw = (k[f"Weight{side}"], k[f"Alpha{side}"], k[f"Beta{side}"])
-        if self.legacy_grad:
-            return [self.warp(t, *kw) for t in tensors]
-        return adacof_warp_many(tensors, *kw, self.dilation, sampling=self.sampling)
-
     def synthesize(
         self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
     ) -> torch.Tensor:
@@ -49,8 +36,8 @@ class CDFIAdaCoF(WarpingModel):
         feats = [
             F.interpolate(k[f"feature{i}"], size=size, mode="bilinear", align_corners=False) for i in range(1, 6)
         ]
-        warp0, *feats1 = self._warp_many([p0, *feats], k, 1)
-        warp2, *feats2 = self._warp_many([p2, *feats], k, 2)
+        warp0, *feats1 = self.warp_many([p0, *feats], k["Weight1"], k["Alpha1"], k["Beta1"])
+        warp2, *feats2 = self.warp_many([p2, *feats], k["Weight2"], k["Alpha2"], k["Beta2"])
         stack = [warp0, warp2]
         for a, b in zip(feats1, feats2, strict=True):
             stack += [a, b]

@@ -134,3 +134,13 @@ def test_warp_and_model_agree_on_a_shift() -> None:
     out = model.warp(p, w, alpha, beta)
     shifted = F.pad(frame, (1, 1, 1, 1), mode="replicate")[..., 2:, :-2]
     torch.testing.assert_close(out, shifted)
+
+
+def test_cdfi_batched_warps_equal_one_call_per_tensor() -> None:
+    """The batched warp of frame + features equals the published one-call-per-tensor path."""
+    fast = make_model("cdfi_adacof").eval()
+    legacy = make_model("cdfi_adacof", legacy_grad=True).eval()
+    legacy.load_state_dict(fast.state_dict())
+    f0, f2 = torch.rand(1, 3, 40, 48), torch.rand(1, 3, 40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(f0, f2), legacy(f0, f2))
