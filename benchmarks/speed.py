@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-separated WIDTHxHEIGHT (default {DEFAULT_SIZES})")
     p.add_argument("--devices", default=None, help="cpu,cuda or one of them (default: cpu, plus cuda if present)")
     p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
-                   help="fp32, bf16 (CPUs with native bf16, recent GPUs), fp16 (GPU), auto (default fp32)")
+                   help="fp32, bf16 (CPUs with native bf16, recent GPUs), fp16 (GPU), "
+                   "auto (default: bf16 on CPUs with native bf16, fp32 elsewhere)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration after a warm-up (default 1)")
     p.add_argument("--tile", default="auto", help="auto (tile only when memory requires), 0 (never) or a size")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
