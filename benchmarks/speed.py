@@ -64,18 +64,21 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed_warp(model: torch.nn.Module, device: torch.device, spent: list[float]) -> None:
-    """Shadow ``model.warp`` with a version that adds its wall time to ``spent``."""
-    original: Callable[..., torch.Tensor] = model.warp
+    """Shadow ``model.warp`` and ``model.warp_many`` with versions that add their wall time to ``spent``."""
 
-    def warp(*args: Any) -> torch.Tensor:
-        _sync(device)
-        start = time.perf_counter()
-        out = original(*args)
-        _sync(device)
-        spent.append(time.perf_counter() - start)
-        return out
+    def timed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            _sync(device)
+            start = time.perf_counter()
+            out = original(*args)
+            _sync(device)
+            spent.append(time.perf_counter() - start)
+            return out
 
-    model.warp = warp  # type: ignore[method-assign]
+        return wrapper
+
+    model.warp = timed(model.warp)  # type: ignore[method-assign]
+    model.warp_many = timed(model.warp_many)  # type: ignore[method-assign]
 
 
 def bench(variant: str, device: torch.device, precision: str, size: tuple[int, int], repeats: int,
