@@ -137,8 +137,6 @@ def _reference_backward(
 
 
 def _forward(backend: str, *args: Any) -> torch.Tensor:
-    if backend == "cpu":
-        return cpu.forward(*args)
     if backend == "cupy":
         return cuda.forward(cuda.cupy_runner(args[0].device), *args)
     if backend == "cuda_shim":
@@ -157,7 +155,11 @@ def _backward(backend: str, *args: Any) -> tuple[torch.Tensor | None, torch.Tens
 
 
 class _AdaCoFFunction(torch.autograd.Function):
-    """Autograd wrapper around a backend's explicit forward and backward kernels."""
+    """Autograd wrapper around a backend's explicit forward and backward kernels.
+
+    The CPU backend packs the input into its kernels' channels-last layout once and keeps that copy for
+    the backward (in place of the input), so the backward repacks nothing.
+    """
 
     @staticmethod
     def forward(
@@ -171,30 +173,38 @@ class _AdaCoFFunction(torch.autograd.Function):
         legacy_grad: bool,
         backend: str,
     ) -> torch.Tensor:
-        ctx.save_for_backward(input, weight, offset_i, offset_j)
         ctx.config = (dilation, sampling, legacy_grad, backend)
+        ctx.input_dtype = input.dtype
+        if backend == "cpu":
+            x = cpu.pack(input, weight.dtype)
+            ctx.save_for_backward(x, weight, offset_i, offset_j)
+            return cpu.forward(x, input.shape[1], weight, offset_i, offset_j, dilation, sampling)
+        ctx.save_for_backward(input, weight, offset_i, offset_j)
         return _forward(backend, input, weight, offset_i, offset_j, dilation, sampling)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        input, weight, offset_i, offset_j = ctx.saved_tensors
+        input, weight, offset_i, offset_j = ctx.saved_tensors  # the packed input for the CPU backend
         dilation, sampling, legacy_grad, backend = ctx.config
         need_input = bool(ctx.needs_input_grad[0])
         if legacy_grad:
             # The published backward: no input gradient, and weight/offset gradients that only see
             # the first three channels, i.e. the true ones of a warp of those channels alone.
-            c3 = min(3, input.shape[1])
+            c = grad_output.shape[1]
+            c3 = min(3, c)
+            first = input[:, :c3] if backend != "cpu" else cpu.pack(input[..., :c3].permute(0, 3, 1, 2), weight.dtype)
             _, gw, gi, gj = _backward(
-                backend, input[:, :c3], weight, offset_i, offset_j, grad_output[:, :c3], dilation, sampling, False
+                backend, first, weight, offset_i, offset_j, grad_output[:, :c3], dilation, sampling, False
             )
-            gin = torch.zeros_like(input) if need_input else None
+            shape = (input.shape[0], c, *input.shape[1:3]) if backend == "cpu" else input.shape
+            gin = torch.zeros(shape, dtype=ctx.input_dtype, device=weight.device) if need_input else None
         else:
             gin, gw, gi, gj = _backward(
                 backend, input, weight, offset_i, offset_j, grad_output, dilation, sampling, need_input
             )
         if gin is not None:
-            gin = gin.to(input.dtype)
+            gin = gin.to(ctx.input_dtype)
         return gin, gw, gi, gj, None, None, None, None
 
 

@@ -36,13 +36,17 @@ def channel_stride(c: int) -> int:
     return -(-c // 4) * 4
 
 
-def _channels_last(t: torch.Tensor, dtype: torch.dtype, stride: int) -> torch.Tensor:
-    """(N, C, H, W) -> contiguous (N, H, W, stride) in ``dtype``, zero beyond C (one copy at most)."""
-    n, c, h, w = t.shape
+def pack(input: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, C, H, W) -> the kernels' layout: contiguous (N, H, W, channel_stride(C)) in ``dtype``, zero beyond C.
+
+    One copy at most; the forward's packed input is kept for the backward, which then needs none.
+    """
+    n, c, h, w = input.shape
+    stride = channel_stride(c)
     if stride == c:
-        return t.to(dtype).permute(0, 2, 3, 1).contiguous()
+        return input.to(dtype).permute(0, 2, 3, 1).contiguous()
     out = torch.empty(n, h, w, stride, dtype=dtype)
-    out[..., :c].copy_(t.permute(0, 2, 3, 1))
+    out[..., :c].copy_(input.permute(0, 2, 3, 1))
     out[..., c:].zero_()
     return out
 
@@ -61,29 +65,29 @@ def _check(status: int) -> None:
 
 
 def forward(
-    input: torch.Tensor,
+    x: torch.Tensor,
+    channels: int,
     weight: torch.Tensor,
     offset_i: torch.Tensor,
     offset_j: torch.Tensor,
     dilation: int,
     sampling: str,
 ) -> torch.Tensor:
-    """Warped (N, C, H, W) in the dtype of ``weight`` (float32 or float64; offsets share it)."""
+    """Warped (N, channels, H, W) of the packed input ``x`` (see ``pack``), in the dtype of ``weight``
+    (float32 or float64; offsets share it)."""
     dtype = weight.dtype
-    n, c, hp, wp = input.shape
+    n, hp, wp, stride = x.shape
     taps, h, w = weight.shape[1:]
-    stride = channel_stride(c)
-    x = _channels_last(input, dtype, stride)
-    out = torch.empty(n, c, h, w, dtype=dtype)
-    _check(_function("forward", dtype)(
-        x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), out.data_ptr(),
-        n, c, stride, hp, wp, h, w, round(taps**0.5), dilation, int(sampling == "floor"), torch.get_num_threads(),
-    ))
+    out = torch.empty(n, channels, h, w, dtype=dtype)
+    fn = _function("forward", dtype)
+    ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), out.data_ptr())
+    sizes = (n, channels, stride, hp, wp, h, w, round(taps**0.5), dilation)
+    _check(fn(*ptrs, *sizes, int(sampling == "floor"), torch.get_num_threads()))
     return out
 
 
 def backward(
-    input: torch.Tensor,
+    x: torch.Tensor,
     weight: torch.Tensor,
     offset_i: torch.Tensor,
     offset_j: torch.Tensor,
@@ -92,24 +96,23 @@ def backward(
     sampling: str,
     need_input_grad: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients for (input, weight, offset_i, offset_j) in the dtype of ``weight``.
+    """Gradients for (input, weight, offset_i, offset_j) of the warp of the packed input ``x``, whose
+    channel count is that of ``grad_output``, in the dtype of ``weight``.
 
     The input gradient is None unless asked for; when it is, the kernel scatters it into a
     channels-last buffer, returned as a contiguous (N, C, Hp, Wp) tensor (autograd would otherwise
     make a slow strided copy of a permuted view). The output gradient is read in its planar layout.
     """
     dtype = weight.dtype
-    n, c, hp, wp = input.shape
+    n, hp, wp, stride = x.shape
+    c = grad_output.shape[1]
     taps, h, w = weight.shape[1:]
-    stride = channel_stride(c)
-    x = _channels_last(input, dtype, stride)
     go = grad_output.to(dtype).contiguous()
     gin = torch.zeros(n, hp, wp, stride, dtype=dtype) if need_input_grad else None
     gw, gi, gj = (torch.empty_like(weight) for _ in range(3))
-    _check(_function("backward", dtype)(
-        x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), go.data_ptr(),
-        gin.data_ptr() if gin is not None else None, gw.data_ptr(), gi.data_ptr(), gj.data_ptr(),
-        n, c, stride, hp, wp, h, w, round(taps**0.5), dilation, int(sampling == "floor"), torch.get_num_threads(),
-    ))
-    del x
+    fn = _function("backward", dtype)
+    ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), go.data_ptr())
+    grads = (gin.data_ptr() if gin is not None else None, gw.data_ptr(), gi.data_ptr(), gj.data_ptr())
+    sizes = (n, c, stride, hp, wp, h, w, round(taps**0.5), dilation)
+    _check(fn(*ptrs, *grads, *sizes, int(sampling == "floor"), torch.get_num_threads()))
     return (_planar(gin, c) if gin is not None else None), gw, gi, gj

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 #ifdef _OPENMP
@@ -41,6 +42,48 @@ struct Block {
     static inline vec load(const T *p) { return *reinterpret_cast<const unaligned *>(p); }
     static inline void store(T *p, vec v) { *reinterpret_cast<unaligned *>(p) = v; }
 };
+
+// bfloat16 values are stored as their 16 bits, the upper half of a float32.
+using bf16 = uint16_t;
+
+// VB values of storage type S (T itself, or bf16 for T = float) as one vector of T.
+template <typename T, typename S, int VB>
+struct Load {
+    static inline typename Block<T, VB>::vec get(const S *p) { return Block<T, VB>::load(p); }
+};
+template <int VB>
+struct Load<float, bf16, VB> {
+    // (Through Block: GCC 12 drops a vector_size that depends on VB from a non-dependent element type.)
+    using words = typename Block<uint32_t, VB>::vec;
+    static inline typename Block<float, VB>::vec get(const bf16 *p) {
+        const words w = __builtin_convertvector(Block<bf16, VB>::load(p), words) << 16;
+        return (typename Block<float, VB>::vec)w;  // same size: a bit cast
+    }
+};
+
+// Scalar conversions between storage and compute types; bf16 rounds to nearest even (NaN stays NaN).
+template <typename T, typename S>
+inline T widen(S v) {
+    return static_cast<T>(v);
+}
+template <>
+inline float widen<float, bf16>(bf16 v) {
+    const uint32_t u = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+template <typename S, typename T>
+inline S narrow(T v) {
+    return static_cast<S>(v);
+}
+template <>
+inline bf16 narrow<bf16, float>(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40u);
+    return static_cast<bf16>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
 // Sums of VB vectors of VB lanes at once, as one vector of VB sums (transpose-reduce): each step
 // adds the low and high halves of the lane groups of two vectors, VB - 1 shuffle-add steps in all
@@ -126,10 +169,12 @@ inline int thread_count(int requested) { return requested > 0 ? requested : 1; }
 
 // The channel loops run over blocks of VB channels (VB = 4, 8 or 16 divides Cs): a fixed-width inner
 // loop that becomes whole SIMD registers with no scalar tail.
-template <typename T, int VB, bool FLOOR>
-void forward(const T *input, const T *weight, const T *offset_i, const T *offset_j, T *output, i64 N, i64 C,
+// Input and output are stored as S (T, or bf16 for T = float), accumulation is in T.
+template <typename T, typename S, int VB, bool FLOOR>
+void forward(const S *input, const T *weight, const T *offset_i, const T *offset_j, S *output, i64 N, i64 C,
              i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
     using B = Block<T, VB>;
+    using L = Load<T, S, VB>;
     const i64 taps = F * F;
 #pragma omp parallel num_threads(thread_count(nthreads))
     {
@@ -138,7 +183,7 @@ void forward(const T *input, const T *weight, const T *offset_i, const T *offset
 #pragma omp for schedule(static)
         for (i64 r = 0; r < N * H; ++r) {
             const i64 n = r / H, i = r % H;
-            const T *img = input + n * Hp * Wp * Cs;
+            const S *img = input + n * Hp * Wp * Cs;
             for (i64 j0 = 0; j0 < W; j0 += TILE) {
                 const int jn = static_cast<int>(std::min<i64>(TILE, W - j0));
                 std::fill(acc.begin(), acc.begin() + jn * Cs, T(0));
@@ -150,20 +195,20 @@ void forward(const T *input, const T *weight, const T *offset_i, const T *offset
                     for (int jj = 0; jj < jn; ++jj) {
                         const T w = weight[row + jj];
                         const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
-                        const T *__restrict p00 = img + g.p00[jj] * Cs;
-                        const T *__restrict p10 = img + g.p10[jj] * Cs;
-                        const T *__restrict p01 = img + g.p01[jj] * Cs;
-                        const T *__restrict p11 = img + g.p11[jj] * Cs;
+                        const S *__restrict p00 = img + g.p00[jj] * Cs;
+                        const S *__restrict p10 = img + g.p10[jj] * Cs;
+                        const S *__restrict p01 = img + g.p01[jj] * Cs;
+                        const S *__restrict p11 = img + g.p11[jj] * Cs;
                         T *__restrict a = acc.data() + jj * Cs;
                         for (i64 cb = 0; cb < Cs; cb += VB) {
-                            B::store(a + cb, B::load(a + cb) + q00 * B::load(p00 + cb) + q10 * B::load(p10 + cb) +
-                                                 q01 * B::load(p01 + cb) + q11 * B::load(p11 + cb));
+                            B::store(a + cb, B::load(a + cb) + q00 * L::get(p00 + cb) + q10 * L::get(p10 + cb) +
+                                                 q01 * L::get(p01 + cb) + q11 * L::get(p11 + cb));
                         }
                     }
                 }
                 for (i64 c = 0; c < C; ++c) {
-                    T *o = output + ((n * C + c) * H + i) * W + j0;
-                    for (int jj = 0; jj < jn; ++jj) o[jj] = acc[jj * Cs + c];
+                    S *o = output + ((n * C + c) * H + i) * W + j0;
+                    for (int jj = 0; jj < jn; ++jj) o[jj] = narrow<S>(acc[jj * Cs + c]);
                 }
             }
         }
@@ -218,12 +263,13 @@ inline void prefetch_tile(const T *weight, const T *offset_i, const T *offset_j,
 // vectors of a tile go to a scratch buffer and are summed VB at a time by a transpose-reduce (a
 // horizontal sum per vector cost more than the rest of the pass); the weight and offset gradients
 // then follow in a loop over the tile's pixels. Tiles run strip by strip (see the top of the file).
-template <typename T, int VB, bool FLOOR, bool INPUT_GRAD>
-void backward_band(const T *img, const T *weight, const T *offset_i, const T *offset_j, const T *gimg, T *local,
+template <typename T, typename S, int VB, bool FLOOR, bool INPUT_GRAD>
+void backward_band(const S *img, const T *weight, const T *offset_i, const T *offset_j, const S *gimg, T *local,
                    i64 shift, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 n, i64 band0, i64 band1,
                    i64 C, i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D) {
     using B = Block<T, VB>;
     using V = typename B::vec;
+    using L = Load<T, S, VB>;
     static_assert(BTILE % VB == 0 && BTILE <= TILE, "a tile holds whole groups of VB pixels");
     const i64 taps = F * F;
     Tile<T> g;
@@ -234,8 +280,8 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
         const int jn = static_cast<int>(std::min<i64>(BTILE, W - j0));
         for (i64 i = band0; i < band1; ++i) {
             for (i64 c = 0; c < C; ++c) {
-                const T *src = gimg + (c * H + i) * W + j0;
-                for (int jj = 0; jj < jn; ++jj) gtile[static_cast<size_t>(jj * Cs + c)] = src[jj];
+                const S *src = gimg + (c * H + i) * W + j0;
+                for (int jj = 0; jj < jn; ++jj) gtile[static_cast<size_t>(jj * Cs + c)] = widen<T>(src[jj]);
             }
             for (i64 t = 0; t < taps; ++t) {
                 const i64 row = ((n * taps + t) * H + i) * W + j0;
@@ -246,8 +292,8 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
                                         static_cast<i32>(Wp), g);
                 for (int jj = 0; jj < jn; ++jj) {
                     const T *go = gtile.data() + jj * Cs;
-                    const T *p00 = img + g.p00[jj] * Cs, *p10 = img + g.p10[jj] * Cs;
-                    const T *p01 = img + g.p01[jj] * Cs, *p11 = img + g.p11[jj] * Cs;
+                    const S *p00 = img + g.p00[jj] * Cs, *p10 = img + g.p10[jj] * Cs;
+                    const S *p01 = img + g.p01[jj] * Cs, *p11 = img + g.p11[jj] * Cs;
                     V d00 = {}, d10 = {}, d01 = {}, d11 = {};
                     if (INPUT_GRAD) {
                         const T w = weight[row + jj];
@@ -257,10 +303,10 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
                         T *s01 = local + (g.p01[jj] - shift) * Cs, *s11 = local + (g.p11[jj] - shift) * Cs;
                         for (i64 cb = 0; cb < Cs; cb += VB) {
                             const V gv = B::load(go + cb);
-                            d00 += gv * B::load(p00 + cb);
-                            d10 += gv * B::load(p10 + cb);
-                            d01 += gv * B::load(p01 + cb);
-                            d11 += gv * B::load(p11 + cb);
+                            d00 += gv * L::get(p00 + cb);
+                            d10 += gv * L::get(p10 + cb);
+                            d01 += gv * L::get(p01 + cb);
+                            d11 += gv * L::get(p11 + cb);
                             B::store(s00 + cb, B::load(s00 + cb) + q00 * gv);
                             B::store(s10 + cb, B::load(s10 + cb) + q10 * gv);
                             B::store(s01 + cb, B::load(s01 + cb) + q01 * gv);
@@ -269,10 +315,10 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
                     } else {
                         for (i64 cb = 0; cb < Cs; cb += VB) {
                             const V gv = B::load(go + cb);
-                            d00 += gv * B::load(p00 + cb);
-                            d10 += gv * B::load(p10 + cb);
-                            d01 += gv * B::load(p01 + cb);
-                            d11 += gv * B::load(p11 + cb);
+                            d00 += gv * L::get(p00 + cb);
+                            d10 += gv * L::get(p10 + cb);
+                            d01 += gv * L::get(p01 + cb);
+                            d11 += gv * L::get(p11 + cb);
                         }
                     }
                     B::store(dots.data() + (0 * BTILE + jj) * VB, d00);
@@ -305,8 +351,8 @@ void backward_band(const T *img, const T *weight, const T *offset_i, const T *of
 // buffers are then summed row by row. Memory: about one input-sized buffer plus a halo of
 // (F - 1) * D + 2 rows per thread for ordinary offsets (at most one input-sized buffer per thread for
 // wild ones).
-template <typename T, int VB, bool FLOOR>
-void backward(const T *input, const T *weight, const T *offset_i, const T *offset_j, const T *grad_output,
+template <typename T, typename S, int VB, bool FLOOR>
+void backward(const S *input, const T *weight, const T *offset_i, const T *offset_j, const S *grad_output,
               T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 C, i64 Cs, i64 Hp,
               i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
     const i64 taps = F * F;
@@ -316,8 +362,8 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
     std::vector<i64> lo(static_cast<size_t>(nt)), hi(static_cast<size_t>(nt));
     std::vector<i64> block_lo(static_cast<size_t>(2 * nt)), block_hi(static_cast<size_t>(2 * nt));
     for (i64 n = 0; n < N; ++n) {
-        const T *img = input + n * Hp * row_size;
-        const T *gimg = grad_output + n * C * H * W;
+        const S *img = input + n * Hp * row_size;
+        const S *gimg = grad_output + n * C * H * W;
         T *gin = grad_input != nullptr ? grad_input + n * Hp * row_size : nullptr;
 #pragma omp parallel num_threads(nt)
         {
@@ -350,7 +396,7 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
                 if (disjoint) {
                     for (int phase = 0; phase < 2; ++phase) {
                         const int b = 2 * tid + phase;
-                        backward_band<T, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, gin, 0, grad_weight,
+                        backward_band<T, S, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, gin, 0, grad_weight,
                                                           grad_offset_i, grad_offset_j, n, H * b / nb,
                                                           H * (b + 1) / nb, C, Cs, Hp, Wp, H, W, F, D);
 #pragma omp barrier
@@ -378,11 +424,11 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
             }
             const i64 shift = ymin * Wp;  // in pixels
             if (local != nullptr) {
-                backward_band<T, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, local, shift, grad_weight,
+                backward_band<T, S, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, local, shift, grad_weight,
                                                   grad_offset_i, grad_offset_j, n, band0, band1, C, Cs, Hp, Wp, H, W,
                                                   F, D);
             } else {
-                backward_band<T, VB, FLOOR, false>(img, weight, offset_i, offset_j, gimg, nullptr, 0, grad_weight,
+                backward_band<T, S, VB, FLOOR, false>(img, weight, offset_i, offset_j, gimg, nullptr, 0, grad_weight,
                                                    grad_offset_i, grad_offset_j, n, band0, band1, C, Cs, Hp, Wp, H,
                                                    W, F, D);
             }
@@ -410,16 +456,16 @@ void backward(const T *input, const T *weight, const T *offset_i, const T *offse
 // contiguous values at a time (about 2.5x faster than torch's copy of the permuted view).
 constexpr i64 PIXELS = 64;
 
-template <typename T>
-void to_planar(const T *src, T *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) {
+template <typename T, typename S>
+void to_planar(const T *src, S *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) {
     const i64 blocks = (P + PIXELS - 1) / PIXELS;
 #pragma omp parallel for schedule(static) num_threads(thread_count(nthreads))
     for (i64 b = 0; b < N * blocks; ++b) {
         const i64 n = b / blocks, p0 = b % blocks * PIXELS, pn = std::min(PIXELS, P - p0);
         const T *in = src + (n * P + p0) * Cs;
         for (i64 c = 0; c < C; ++c) {
-            T *out = dst + (n * C + c) * P + p0;
-            for (i64 p = 0; p < pn; ++p) out[p] = in[p * Cs + c];
+            S *out = dst + (n * C + c) * P + p0;
+            for (i64 p = 0; p < pn; ++p) out[p] = narrow<S>(in[p * Cs + c]);
         }
     }
 }
@@ -431,27 +477,27 @@ inline int block_width(i64 Cs) {
     return Cs % 16 == 0 && sizeof(T) <= 4 ? 16 : (Cs % 8 == 0 ? 8 : 4);
 }
 
-template <typename T>
-using ForwardFn = void (*)(const T *, const T *, const T *, const T *, T *, i64, i64, i64, i64, i64, i64, i64, i64,
+template <typename T, typename S>
+using ForwardFn = void (*)(const S *, const T *, const T *, const T *, S *, i64, i64, i64, i64, i64, i64, i64, i64,
                            i64, int);
-template <typename T>
-using BackwardFn = void (*)(const T *, const T *, const T *, const T *, const T *, T *, T *, T *, T *, i64, i64, i64,
+template <typename T, typename S>
+using BackwardFn = void (*)(const S *, const T *, const T *, const T *, const S *, T *, T *, T *, T *, i64, i64, i64,
                             i64, i64, i64, i64, i64, i64, int);
 
-template <typename T, bool FLOOR>
-ForwardFn<T> pick_forward(int vb) {
+template <typename T, typename S, bool FLOOR>
+ForwardFn<T, S> pick_forward(int vb) {
     if constexpr (sizeof(T) <= 4) {
-        if (vb == 16) return forward<T, 16, FLOOR>;
+        if (vb == 16) return forward<T, S, 16, FLOOR>;
     }
-    return vb == 8 ? forward<T, 8, FLOOR> : forward<T, 4, FLOOR>;
+    return vb == 8 ? forward<T, S, 8, FLOOR> : forward<T, S, 4, FLOOR>;
 }
 
-template <typename T, bool FLOOR>
-BackwardFn<T> pick_backward(int vb) {
+template <typename T, typename S, bool FLOOR>
+BackwardFn<T, S> pick_backward(int vb) {
     if constexpr (sizeof(T) <= 4) {
-        if (vb == 16) return backward<T, 16, FLOOR>;
+        if (vb == 16) return backward<T, S, 16, FLOOR>;
     }
-    return vb == 8 ? backward<T, 8, FLOOR> : backward<T, 4, FLOOR>;
+    return vb == 8 ? backward<T, S, 8, FLOOR> : backward<T, S, 4, FLOOR>;
 }
 
 // Arguments the kernels cannot take: 1 = channel stride, 2 = image too large for 32-bit pixel indices.
@@ -464,36 +510,40 @@ inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
 }  // namespace
 
 // C ABI; each returns 0, or a nonzero status for arguments it cannot take. The input is channels-last
-// with channel stride Cs (a multiple of 4, >= C, extra channels zero); the output and grad_output are
-// (N, C, H, W); grad_input (or null) is channels-last like the input and must be zeroed. The planar
-// function converts channels-last (N, P, Cs) pixels to (N, C, P) planes.
-#define ADACOF_CPU_EXPORT(SUFFIX, T)                                                                          \
-    extern "C" int adacof_cpu_forward_##SUFFIX(const T *input, const T *weight, const T *offset_i,            \
-                                               const T *offset_j, T *output, i64 N, i64 C, i64 Cs, i64 Hp,    \
+// with channel stride Cs (a multiple of 4, >= C, extra channels zero), stored as S; the output and
+// grad_output are (N, C, H, W) in S; weights, offsets and all gradients are T, and grad_input (or
+// null) is channels-last like the input, in T, and must be zeroed. The planar function converts
+// channels-last (N, P, Cs) pixels of T to (N, C, P) planes of S. Suffixes: f32 and f64 (S = T), bf16
+// (S = bfloat16 bits, T = float32).
+#define ADACOF_CPU_EXPORT(SUFFIX, T, S)                                                                       \
+    extern "C" int adacof_cpu_forward_##SUFFIX(const S *input, const T *weight, const T *offset_i,            \
+                                               const T *offset_j, S *output, i64 N, i64 C, i64 Cs, i64 Hp,    \
                                                i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule,            \
                                                int nthreads) {                                                \
         if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
         const int vb = block_width<T>(Cs);                                                                    \
-        const ForwardFn<T> run = floor_rule ? pick_forward<T, true>(vb) : pick_forward<T, false>(vb);         \
+        const ForwardFn<T, S> run = floor_rule ? pick_forward<T, S, true>(vb) : pick_forward<T, S, false>(vb); \
         run(input, weight, offset_i, offset_j, output, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);               \
         return 0;                                                                                             \
     }                                                                                                         \
     extern "C" int adacof_cpu_backward_##SUFFIX(                                                              \
-        const T *input, const T *weight, const T *offset_i, const T *offset_j, const T *grad_output,         \
+        const S *input, const T *weight, const T *offset_i, const T *offset_j, const S *grad_output,         \
         T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 C, i64 Cs, i64 Hp,      \
         i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule, int nthreads) {                                   \
         if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
         const int vb = block_width<T>(Cs);                                                                    \
-        const BackwardFn<T> run = floor_rule ? pick_backward<T, true>(vb) : pick_backward<T, false>(vb);      \
+        const BackwardFn<T, S> run =                                                                          \
+            floor_rule ? pick_backward<T, S, true>(vb) : pick_backward<T, S, false>(vb);                      \
         run(input, weight, offset_i, offset_j, grad_output, grad_input, grad_weight, grad_offset_i,          \
             grad_offset_j, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);                                           \
         return 0;                                                                                             \
     }                                                                                                         \
-    extern "C" int adacof_cpu_planar_##SUFFIX(const T *src, T *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) { \
+    extern "C" int adacof_cpu_planar_##SUFFIX(const T *src, S *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) { \
         if (Cs < C) return 1;                                                                                 \
         to_planar(src, dst, N, C, Cs, P, nthreads);                                                           \
         return 0;                                                                                             \
     }
 
-ADACOF_CPU_EXPORT(f32, float)
-ADACOF_CPU_EXPORT(f64, double)
+ADACOF_CPU_EXPORT(f32, float, float)
+ADACOF_CPU_EXPORT(f64, double, double)
+ADACOF_CPU_EXPORT(bf16, float, bf16)
