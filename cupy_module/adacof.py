@@ -172,12 +172,18 @@ class _AdaCoFFunction(torch.autograd.Function):
         sampling: str,
         legacy_grad: bool,
         backend: str,
+        dtype: torch.dtype,
     ) -> torch.Tensor:
         ctx.config = (dilation, sampling, legacy_grad, backend)
         ctx.input_dtype = input.dtype
         if backend == "cpu":
-            x = cpu.pack(input, weight.dtype)
+            # Weights and offsets as given (bf16 in channels_last layout under autocast), saved so; the
+            # float32 kernel reads that layout and upcasts tile by tile, anything else is converted here.
+            x = cpu.pack(input, dtype)
             ctx.save_for_backward(x, weight, offset_i, offset_j)
+            tensors = (weight, offset_i, offset_j)
+            if not (dtype == torch.float32 and cpu.reads_directly(*tensors)):
+                weight, offset_i, offset_j = (cpu.contiguous_as(t, dtype) for t in tensors)
             return cpu.forward(x, input.shape[1], weight, offset_i, offset_j, dilation, sampling)
         ctx.save_for_backward(input, weight, offset_i, offset_j)
         return _forward(backend, input, weight, offset_i, offset_j, dilation, sampling)
@@ -185,9 +191,11 @@ class _AdaCoFFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        input, weight, offset_i, offset_j = ctx.saved_tensors  # the packed input for the CPU backend
+        input, weight, offset_i, offset_j = ctx.saved_tensors  # the CPU backend saves its packed input
         dilation, sampling, legacy_grad, backend = ctx.config
         need_input = bool(ctx.needs_input_grad[0])
+        if backend == "cpu":  # weights and offsets as the forward got them
+            weight, offset_i, offset_j = (cpu.contiguous_as(t, input.dtype) for t in (weight, offset_i, offset_j))
         if legacy_grad:
             # The published backward: no input gradient, and weight/offset gradients that only see
             # the first three channels, i.e. the true ones of a warp of those channels alone.
@@ -205,7 +213,7 @@ class _AdaCoFFunction(torch.autograd.Function):
             )
         if gin is not None:
             gin = gin.to(ctx.input_dtype)
-        return gin, gw, gi, gj, None, None, None, None
+        return gin, gw, gi, gj, None, None, None, None, None
 
 
 def adacof_warp(
@@ -233,11 +241,14 @@ def adacof_warp(
     tensors = (input, weight, offset_i, offset_j)
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     with torch.autocast(device_type=input.device.type, enabled=False):
-        w, oi, oj = (t.to(dtype).contiguous() for t in (weight, offset_i, offset_j))
-        if name == "reference" and not legacy_grad:
-            out = adacof_warp_reference(input.to(dtype), w, oi, oj, dilation, sampling)
+        if name == "cpu":  # converts weights and offsets itself (autograd casts their gradients back)
+            out = _AdaCoFFunction.apply(input, weight, offset_i, offset_j, dilation, sampling, legacy_grad, name, dtype)
         else:
-            out = _AdaCoFFunction.apply(input, w, oi, oj, dilation, sampling, legacy_grad, name)
+            w, oi, oj = (t.to(dtype).contiguous() for t in (weight, offset_i, offset_j))
+            if name == "reference" and not legacy_grad:
+                out = adacof_warp_reference(input.to(dtype), w, oi, oj, dilation, sampling)
+            else:
+                out = _AdaCoFFunction.apply(input, w, oi, oj, dilation, sampling, legacy_grad, name, dtype)
     return out.to(input.dtype)
 
 

@@ -14,8 +14,10 @@ _ARGTYPES = {
     "forward": [_P] * 5 + [_I64] * 9 + [_I32] * 2,
     "backward": [_P] * 9 + [_I64] * 9 + [_I32] * 2,
     "planar": [_P] * 2 + [_I64] * 4 + [_I32],
+    "planar_bf16": [_P] * 2 + [_I64] * 4 + [_I32],
+    "forward_cl": [_P] * 5 + [_I64] * 9 + [_I32] * 2,
 }
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 
 
 @cache
@@ -51,6 +53,38 @@ def pack(input: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
+def contiguous_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype).contiguous()``, in one blocked pass for a channels-last float32 or bfloat16 ``t``.
+
+    Weights and offsets come out of convolutions in channels_last memory format (in bf16 under
+    autocast); torch would convert them and then transpose them, two passes with a slow strided one.
+    """
+    if t.dtype == dtype and t.is_contiguous():
+        return t
+    if dtype == torch.float32 and t.dtype in (torch.float32, torch.bfloat16) and _is_channels_last(t):
+        n, c, h, w = t.shape
+        out = torch.empty(n, c, h, w, dtype=dtype)
+        fn = _function("planar" if t.dtype == torch.float32 else "planar_bf16", dtype)
+        _check(fn(t.data_ptr(), out.data_ptr(), n, c, c, h * w, torch.get_num_threads()))
+        return out
+    return t.to(dtype).contiguous()
+
+
+def reads_directly(weight: torch.Tensor, offset_i: torch.Tensor, offset_j: torch.Tensor) -> bool:
+    """Whether the float32 forward kernel takes these weights and offsets as they are: one dtype,
+    float32 or bfloat16, all in channels_last layout (it upcasts them tile by tile)."""
+    tensors = (weight, offset_i, offset_j)
+    if weight.dtype not in (torch.float32, torch.bfloat16) or any(t.dtype != weight.dtype for t in tensors):
+        return False
+    return all(_is_channels_last(t) for t in tensors) and not all(t.is_contiguous() for t in tensors)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a dense (N, H, W, C) buffer seen as (N, C, H, W), by its strides."""
+    _, c, h, w = t.shape
+    return t.stride() == (h * w * c, 1, w * c, c)
+
+
 def _planar(t: torch.Tensor, c: int) -> torch.Tensor:
     """Channels-last (N, H, W, stride) -> contiguous (N, c, H, W), through the library's transpose."""
     n, h, w, stride = t.shape
@@ -73,13 +107,18 @@ def forward(
     dilation: int,
     sampling: str,
 ) -> torch.Tensor:
-    """Warped (N, channels, H, W) of the packed input ``x`` (see ``pack``), in the dtype of ``weight``
-    (float32 or float64; offsets share it)."""
-    dtype = weight.dtype
+    """Warped (N, channels, H, W) of the packed input ``x`` (see ``pack``), in the dtype of ``x``
+    (float32 or float64). Weights and offsets are contiguous in the dtype of ``x``, or, for float32,
+    as ``reads_directly`` accepts."""
     n, hp, wp, stride = x.shape
     taps, h, w = weight.shape[1:]
-    out = torch.empty(n, channels, h, w, dtype=dtype)
-    fn = _function("forward", dtype)
+    out = torch.empty(n, channels, h, w, dtype=x.dtype)
+    if weight.is_contiguous() and weight.dtype == x.dtype:
+        fn = _function("forward", x.dtype)
+    elif x.dtype == torch.float32 and reads_directly(weight, offset_i, offset_j):
+        fn = _function("forward_cl", weight.dtype)
+    else:
+        raise ValueError("adacof_warp: the CPU forward cannot read weights and offsets in this layout/dtype")
     ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), out.data_ptr())
     sizes = (n, channels, stride, hp, wp, h, w, round(taps**0.5), dilation)
     _check(fn(*ptrs, *sizes, int(sampling == "floor"), torch.get_num_threads()))

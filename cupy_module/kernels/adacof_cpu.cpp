@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 #ifdef _OPENMP
@@ -83,6 +84,18 @@ inline bf16 narrow<bf16, float>(float f) {
     std::memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16>((u >> 16) | 0x40u);
     return static_cast<bf16>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Any of float, double and bf16 to any of them, through float for bf16.
+template <typename D, typename S>
+inline D convert(S v) {
+    if constexpr (std::is_same_v<S, bf16> && !std::is_same_v<D, bf16>) {
+        return static_cast<D>(widen<float>(v));
+    } else if constexpr (std::is_same_v<D, bf16> && !std::is_same_v<S, bf16>) {
+        return narrow<bf16>(static_cast<float>(v));
+    } else {
+        return static_cast<D>(v);
+    }
 }
 
 // Sums of VB vectors of VB lanes at once, as one vector of VB sums (transpose-reduce): each step
@@ -169,16 +182,21 @@ inline int thread_count(int requested) { return requested > 0 ? requested : 1; }
 
 // The channel loops run over blocks of VB channels (VB = 4, 8 or 16 divides Cs): a fixed-width inner
 // loop that becomes whole SIMD registers with no scalar tail.
-// Input and output are stored as S (T, or bf16 for T = float), accumulation is in T.
-template <typename T, typename S, int VB, bool FLOOR>
-void forward(const S *input, const T *weight, const T *offset_i, const T *offset_j, S *output, i64 N, i64 C,
+// Input and output are stored as S (T, or bf16 for T = float), accumulation is in T. Weights and
+// offsets are (N, F*F, H, W) planes of T, or with CL (N, H, W, F*F) pixels of WT (T or bf16), the
+// channels_last layout of convolution outputs: each tile then first copies its pixels' taps into
+// planar rows of T (upcasting), so no converted copy of the whole tensors is ever made.
+template <typename T, typename S, typename WT, bool CL, int VB, bool FLOOR>
+void forward(const S *input, const WT *weight, const WT *offset_i, const WT *offset_j, S *output, i64 N, i64 C,
              i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
+    static_assert(CL || std::is_same_v<T, WT>, "planar weights and offsets are T");
     using B = Block<T, VB>;
     using L = Load<T, S, VB>;
     const i64 taps = F * F;
 #pragma omp parallel num_threads(thread_count(nthreads))
     {
         std::vector<T> acc(static_cast<size_t>(TILE * Cs));
+        std::vector<T> rows(CL ? static_cast<size_t>(3 * taps * TILE) : 0);  // [tensor][tap][pixel]
         Tile<T> g;
 #pragma omp for schedule(static)
         for (i64 r = 0; r < N * H; ++r) {
@@ -187,13 +205,30 @@ void forward(const S *input, const T *weight, const T *offset_i, const T *offset
             for (i64 j0 = 0; j0 < W; j0 += TILE) {
                 const int jn = static_cast<int>(std::min<i64>(TILE, W - j0));
                 std::fill(acc.begin(), acc.begin() + jn * Cs, T(0));
-                for (i64 t = 0; t < taps; ++t) {
-                    const i64 row = ((n * taps + t) * H + i) * W + j0;
-                    tile_geometry<T, FLOOR>(offset_i + row, offset_j + row, jn, static_cast<i32>(i + t / F * D),
-                                            static_cast<i32>(j0 + t % F * D), static_cast<i32>(Hp),
-                                            static_cast<i32>(Wp), g);
+                const T *wrow, *arow, *brow;  // tap 0's row of weights and offsets; tap t's is t * tap_step on
+                i64 tap_step;
+                if constexpr (CL) {
+                    T *wr = rows.data(), *ar = wr + taps * TILE, *br = ar + taps * TILE;
                     for (int jj = 0; jj < jn; ++jj) {
-                        const T w = weight[row + jj];
+                        const i64 at = ((n * H + i) * W + j0 + jj) * taps;
+                        for (i64 t = 0; t < taps; ++t) {
+                            wr[t * TILE + jj] = convert<T>(weight[at + t]);
+                            ar[t * TILE + jj] = convert<T>(offset_i[at + t]);
+                            br[t * TILE + jj] = convert<T>(offset_j[at + t]);
+                        }
+                    }
+                    wrow = wr, arow = ar, brow = br, tap_step = TILE;
+                } else {
+                    const i64 at = (n * taps * H + i) * W + j0;
+                    wrow = weight + at, arow = offset_i + at, brow = offset_j + at, tap_step = H * W;
+                }
+                for (i64 t = 0; t < taps; ++t) {
+                    const T *wt = wrow + t * tap_step;
+                    tile_geometry<T, FLOOR>(arow + t * tap_step, brow + t * tap_step, jn,
+                                            static_cast<i32>(i + t / F * D), static_cast<i32>(j0 + t % F * D),
+                                            static_cast<i32>(Hp), static_cast<i32>(Wp), g);
+                    for (int jj = 0; jj < jn; ++jj) {
+                        const T w = wt[jj];
                         const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
                         const S *__restrict p00 = img + g.p00[jj] * Cs;
                         const S *__restrict p10 = img + g.p10[jj] * Cs;
@@ -465,7 +500,7 @@ void to_planar(const T *src, S *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) 
         const T *in = src + (n * P + p0) * Cs;
         for (i64 c = 0; c < C; ++c) {
             S *out = dst + (n * C + c) * P + p0;
-            for (i64 p = 0; p < pn; ++p) out[p] = narrow<S>(in[p * Cs + c]);
+            for (i64 p = 0; p < pn; ++p) out[p] = convert<S>(in[p * Cs + c]);
         }
     }
 }
@@ -477,19 +512,19 @@ inline int block_width(i64 Cs) {
     return Cs % 16 == 0 && sizeof(T) <= 4 ? 16 : (Cs % 8 == 0 ? 8 : 4);
 }
 
-template <typename T, typename S>
-using ForwardFn = void (*)(const S *, const T *, const T *, const T *, S *, i64, i64, i64, i64, i64, i64, i64, i64,
+template <typename T, typename S, typename WT = T>
+using ForwardFn = void (*)(const S *, const WT *, const WT *, const WT *, S *, i64, i64, i64, i64, i64, i64, i64, i64,
                            i64, int);
 template <typename T, typename S>
 using BackwardFn = void (*)(const S *, const T *, const T *, const T *, const S *, T *, T *, T *, T *, i64, i64, i64,
                             i64, i64, i64, i64, i64, i64, int);
 
-template <typename T, typename S, bool FLOOR>
-ForwardFn<T, S> pick_forward(int vb) {
+template <typename T, typename S, bool FLOOR, typename WT = T, bool CL = false>
+ForwardFn<T, S, WT> pick_forward(int vb) {
     if constexpr (sizeof(T) <= 4) {
-        if (vb == 16) return forward<T, S, 16, FLOOR>;
+        if (vb == 16) return forward<T, S, WT, CL, 16, FLOOR>;
     }
-    return vb == 8 ? forward<T, S, 8, FLOOR> : forward<T, S, 4, FLOOR>;
+    return vb == 8 ? forward<T, S, WT, CL, 8, FLOOR> : forward<T, S, WT, CL, 4, FLOOR>;
 }
 
 template <typename T, typename S, bool FLOOR>
@@ -547,3 +582,29 @@ inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
 ADACOF_CPU_EXPORT(f32, float, float)
 ADACOF_CPU_EXPORT(f64, double, double)
 ADACOF_CPU_EXPORT(bf16, float, bf16)
+
+// The float32 forward with weights and offsets in channels_last layout, (N, H, W, F*F) pixels of float32
+// (suffix f32) or bf16 (suffix bf16); input and output as for adacof_cpu_forward_f32.
+#define ADACOF_CPU_FORWARD_CL(SUFFIX, WT)                                                                     \
+    extern "C" int adacof_cpu_forward_cl_##SUFFIX(const float *input, const WT *weight, const WT *offset_i,   \
+                                                  const WT *offset_j, float *output, i64 N, i64 C, i64 Cs,    \
+                                                  i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule, \
+                                                  int nthreads) {                                             \
+        if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
+        const int vb = block_width<float>(Cs);                                                                \
+        const ForwardFn<float, float, WT> run = floor_rule ? pick_forward<float, float, true, WT, true>(vb)   \
+                                                           : pick_forward<float, float, false, WT, true>(vb); \
+        run(input, weight, offset_i, offset_j, output, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);               \
+        return 0;                                                                                             \
+    }
+
+ADACOF_CPU_FORWARD_CL(f32, float)
+ADACOF_CPU_FORWARD_CL(bf16, bf16)
+
+// Channels-last bf16 (N, P, Cs) to float32 (N, C, P) planes in one pass: the warp's upcast of weights
+// and offsets that come out of bf16 convolutions in channels_last memory format.
+extern "C" int adacof_cpu_planar_bf16_f32(const bf16 *src, float *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) {
+    if (Cs < C) return 1;
+    to_planar(src, dst, N, C, Cs, P, nthreads);
+    return 0;
+}
