@@ -252,6 +252,25 @@ def adacof_warp(
     return out.to(input.dtype)
 
 
+def _warp_many_cpu(
+    inputs: Sequence[torch.Tensor],
+    weight: torch.Tensor,
+    offset_i: torch.Tensor,
+    offset_j: torch.Tensor,
+    dilation: int,
+    sampling: str,
+) -> list[torch.Tensor]:
+    """``adacof_warp_many`` on the CPU when no gradient is needed: each input is copied once, straight
+    into the kernel's packed layout, and the weights and offsets are read as ``adacof_warp`` reads them."""
+    tensors = (*inputs, weight, offset_i, offset_j)
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    if not (dtype == torch.float32 and cpu.reads_directly(weight, offset_i, offset_j)):
+        weight, offset_i, offset_j = (cpu.contiguous_as(t, dtype) for t in (weight, offset_i, offset_j))
+    channels = [t.shape[1] for t in inputs]
+    out = cpu.forward(cpu.pack_many(inputs, dtype), sum(channels), weight, offset_i, offset_j, dilation, sampling)
+    return [p.to(t.dtype) for p, t in zip(torch.split(out, channels, dim=1), inputs, strict=True)]
+
+
 def adacof_warp_many(
     inputs: Sequence[torch.Tensor],
     weight: torch.Tensor,
@@ -281,6 +300,13 @@ def adacof_warp_many(
     dtype = inputs[0].dtype
     for t in inputs[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
+    tensors = (*inputs, weight, offset_i, offset_j)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        options = {"sampling": "trunc", "legacy_grad": False, "backend": "auto", **options}
+        for t in inputs:
+            _validate(t, weight, offset_i, offset_j, dilation, **options)
+        if resolve_backend(options["backend"], inputs[0].device) == "cpu":
+            return _warp_many_cpu(inputs, weight, offset_i, offset_j, int(dilation), options["sampling"])
     stacked = torch.cat([t.to(dtype).permute(0, 2, 3, 1) for t in inputs], dim=3).permute(0, 3, 1, 2)
     out = adacof_warp(stacked, weight, offset_i, offset_j, dilation, **options)
     parts = torch.split(out, [t.shape[1] for t in inputs], dim=1)

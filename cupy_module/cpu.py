@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from functools import cache
 
 import torch
@@ -41,14 +42,21 @@ def channel_stride(c: int) -> int:
 def pack(input: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(N, C, H, W) -> the kernels' layout: contiguous (N, H, W, channel_stride(C)) in ``dtype``, zero beyond C.
 
-    One copy at most; the forward's packed input is kept for the backward, which then needs none.
+    One copy; the forward's packed input is kept for the backward, which then needs none.
     """
-    n, c, h, w = input.shape
-    stride = channel_stride(c)
-    if stride == c:
-        return input.to(dtype).permute(0, 2, 3, 1).contiguous()
-    out = torch.empty(n, h, w, stride, dtype=dtype)
-    out[..., :c].copy_(input.permute(0, 2, 3, 1))
+    return pack_many([input], dtype)
+
+
+def pack_many(inputs: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """Several (N, C_k, H, W) tensors -> one packed buffer (see ``pack``) of their channels in order,
+    each copied once (converted to ``dtype`` on the way)."""
+    n, _, h, w = inputs[0].shape
+    c = sum(t.shape[1] for t in inputs)
+    out = torch.empty(n, h, w, channel_stride(c), dtype=dtype)
+    start = 0
+    for t in inputs:
+        out[..., start : start + t.shape[1]].copy_(t.permute(0, 2, 3, 1))
+        start += t.shape[1]
     out[..., c:].zero_()
     return out
 

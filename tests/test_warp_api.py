@@ -18,8 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def good(n=1, c=3, f=3, d=2, h=4, w=5):
     p = (f - 1) * d
-    return torch.rand(n, c, h + p, w + p), torch.rand(n, f * f, h, w), torch.zeros(n, f * f, h, w), torch.zeros(
-        n, f * f, h, w
+    return (
+        torch.rand(n, c, h + p, w + p),
+        torch.rand(n, f * f, h, w),
+        torch.zeros(n, f * f, h, w),
+        torch.zeros(n, f * f, h, w),
     )
 
 

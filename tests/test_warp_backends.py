@@ -169,3 +169,71 @@ def test_input_gradient_skipped_when_input_needs_none(backend, monkeypatch):
     _, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, 2, "trunc"), tensors, g)
     for mine, theirs in zip(params, rgs[1:], strict=True):
         assert torch.allclose(mine.grad, theirs, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+@pytest.mark.parametrize(("c", "f", "d", "h", "w"), [(1, 3, 2, 5, 7), (3, 2, 1, 9, 33), (63, 3, 2, 4, 37)])
+def test_cpu_channels_last_weights_are_read_directly(dtype, rule, c, f, d, h, w):
+    """Weights and offsets in channels_last layout (how convolutions hand them over; bf16 under
+    autocast) go to the CPU kernel as they are, upcast tile by tile (tiles of 32 pixels, the last one
+    partial): the same values and gradients as float32 planes of the same numbers, and gradients in the
+    arguments' dtype."""
+    inp, wt, a, b = make(2, c, f, d, h, w, spread=5.0, dtype=torch.float32, seed=11)
+    wt, a, b = (t.to(dtype) for t in (wt, a, b))
+    assert cupy_module.cpu.reads_directly(*(t.to(memory_format=torch.channels_last) for t in (wt, a, b)))
+    planar, pgs, g = grads(
+        lambda *t: adacof_warp(*t, d, sampling=rule, backend="cpu"), [inp, *(t.float() for t in (wt, a, b))]
+    )
+    leaves = [t.detach().clone().to(memory_format=torch.channels_last).requires_grad_() for t in (inp, wt, a, b)]
+    out = adacof_warp(*leaves, d, sampling=rule, backend="cpu")
+    out.backward(g)
+    assert out.dtype == torch.float32 and torch.equal(out, planar)
+    assert torch.equal(leaves[0].grad, pgs[0])
+    for leaf, expected in zip(leaves[1:], pgs[1:], strict=True):
+        assert leaf.grad.dtype == dtype
+        assert torch.equal(leaf.grad.float(), expected.to(dtype).float())
+    if c > 1:
+        with torch.no_grad():
+            low = leaves[0][:, 1:].to(torch.bfloat16)
+            many = adacof_warp_many([leaves[0][:, :1], low], *leaves[1:], d, sampling=rule)
+            assert torch.equal(many[0], planar[:, :1])
+            assert torch.equal(many[1], adacof_warp(low, *leaves[1:], d, sampling=rule))
+            assert many[1].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("layout", ["planar", "channels_last", "strided"])
+def test_cpu_contiguous_as_equals_torch(dtype, layout):
+    t = torch.randn(2, 7, 5, 6).to(dtype)
+    if layout == "channels_last":
+        t = t.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        t = t[..., ::2]
+    for target in (torch.float32, torch.float64):
+        mine = cupy_module.cpu.contiguous_as(t, target)
+        assert mine.is_contiguous() and mine.dtype == target
+        assert torch.equal(mine, t.to(target))
+
+
+def test_warp_many_without_grad_equals_separate_calls():
+    """The no-grad CPU path of the batched call (inputs packed straight into the kernel's layout)."""
+    inp, wt, a, b = make(2, 13, 3, 2, 6, 9, spread=3.0, dtype=torch.float32, seed=2)
+    parts = [inp[:, :3], inp[:, 3:7].to(torch.bfloat16), inp[:, 7:].to(memory_format=torch.channels_last)]
+    with torch.no_grad():
+        outs = adacof_warp_many(parts, wt, a, b, 2, sampling="floor")
+    for p, o in zip(parts, outs, strict=True):
+        assert o.dtype == p.dtype
+        assert torch.equal(o, adacof_warp(p, wt, a, b, 2, sampling="floor"))
+
+
+def test_legacy_grad_ignores_channels_beyond_three_of_the_packed_input():
+    """The legacy backward reuses the forward's packed input but only its first three channels: an
+    infinite value in a later channel must not reach the weight and offset gradients."""
+    inp, wt, a, b = make(1, 6, 3, 1, 4, 5, spread=2.0)
+    inp[:, 4, 2, 3] = float("inf")
+    _, gs, g = grads(lambda *t: adacof_warp(*t, 1, legacy_grad=True, backend="cpu"), [inp, wt, a, b])
+    _, rgs, _ = grads(lambda *t: adacof_warp_reference(*t, 1, "trunc"), [inp[:, :3], wt, a, b], g[:, :3])
+    assert torch.equal(gs[0], torch.zeros_like(inp))
+    for mine, theirs in zip(gs[1:], rgs[1:], strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-11)
