@@ -47,6 +47,7 @@ from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
 from cdfi.paths import resolve_data_root
 from cdfi.precision import prepare_model, resolve_precision
 from cdfi.training import (
+    INITS,
     OPTIMIZERS,
     FlowWarmStart,
     NonFiniteLossError,
@@ -55,6 +56,7 @@ from cdfi.training import (
     build_optimizer,
     build_scheduler,
     format_parts,
+    init_he,
     init_offsets,
     init_weight_temperature,
     parameter_groups,
@@ -145,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val_every", type=int, default=200, help="validate every N steps (default 200)")
     g.add_argument("--val_limit", type=int, help="use at most N validation triplets (evenly spaced)")
     g = p.add_argument_group("small-budget training (issue 11; defaults keep the published recipe)")
+    g.add_argument(
+        "--init",
+        default="published",
+        choices=INITS,
+        help="weight init of a fresh start: published (PyTorch default, default) or he (He/Kaiming normal)",
+    )
     g.add_argument("--offset_init", type=float, default=0.0, help="start offsets at +-X px, off the integer kink")
     g.add_argument(
         "--motion_crop",
@@ -406,6 +414,8 @@ def run(args: argparse.Namespace) -> int:
                 stacklevel=1,
             )
     elif resume_path is None:
+        if args.init == "he":
+            init_he(model, args.seed)
         init_offsets(model, args.offset_init, args.seed)
         if args.weight_temperature != 1.0:
             init_weight_temperature(model, args.weight_temperature)

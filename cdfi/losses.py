@@ -8,6 +8,10 @@ Terms (weight ``*`` name, joined by ``+``):
   22 modules of ``torchvision.models.vgg16().features`` as the reference specifies (that slice ends with
   the conv4_3 convolution; the ReLU that makes it "relu4_3" is module 22 and is not included); inputs
   are normalised with the ImageNet mean and std, as the torchvision weights expect;
+- ``Warp``: Charbonnier distance of each warped input frame (``warp0``, ``warp2`` of the model's
+  training dict, before occlusion blending) to ground truth, averaged over the two. Not part of the
+  published recipe: it gives each side's offsets a first-order motion signal, which the blended output
+  lacks at the frame average (there both sides' errors cancel to first order; issue 11);
 - ``g_<name>``: a regulariser returned by the model in training mode (``g_Spatial``; the AdaCoF
   family also returns ``g_Occlusion``), taken as is.
 
@@ -46,6 +50,7 @@ PUBLISHED_LOSS = "1*Charb+0.01*g_Spatial+0.005*VGG"
 ADACOF_LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
 DEFAULT_LOSSES = {"cdfi_adacof": PUBLISHED_LOSS, "adacof": ADACOF_LOSS, "compressed_adacof": ADACOF_LOSS}
 PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
+SIDE_TERMS = ("Warp",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
@@ -81,9 +86,9 @@ def parse_loss(spec: str) -> list[LossTerm]:
         if m is None:
             raise LossSpecError(f"loss term {part.strip()!r} is not of the form WEIGHT*NAME (in {spec!r})")
         weight, name = float(m.group(1)), m.group(2)
-        if name not in PIXEL_TERMS and not name.startswith("g_"):
+        if name not in PIXEL_TERMS + SIDE_TERMS and not name.startswith("g_"):
             raise LossSpecError(
-                f"unknown loss term {name!r}; use {', '.join(PIXEL_TERMS)} or a model regulariser g_<name>"
+                f"unknown loss term {name!r}; use {', '.join(PIXEL_TERMS + SIDE_TERMS)} or a model regulariser g_<name>"
             )
         if any(t.name == name for t in terms):
             raise LossSpecError(f"loss term {name!r} appears twice in {spec!r}")
@@ -201,6 +206,11 @@ class CompositeLoss(nn.Module):
             elif term.name == "VGG":
                 assert self.vgg is not None
                 value = self.vgg(frame, target)
+            elif term.name == "Warp":
+                if "warp0" not in outputs or "warp2" not in outputs:
+                    raise LossSpecError("loss term Warp needs the warped frames warp0/warp2 of a training-mode model")
+                sides = (outputs["warp0"].float(), outputs["warp2"].float())
+                value = sum(charbonnier(side, target) for side in sides) / 2
             else:
                 if term.name not in outputs:
                     raise LossSpecError(f"loss term {term.name} is not among the model outputs {sorted(outputs)}")

@@ -189,9 +189,7 @@ class WarpingModel(nn.Module):
 
     def warp(self, x: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """AdaCoF warp of an already padded tensor with this model's dilation and sampling rule."""
-        return adacof_warp(
-            x, weight, alpha, beta, self.dilation, sampling=self.sampling, legacy_grad=self.legacy_grad
-        )
+        return adacof_warp(x, weight, alpha, beta, self.dilation, sampling=self.sampling, legacy_grad=self.legacy_grad)
 
     def warp_many(
         self, tensors: list[torch.Tensor], weight: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor
@@ -206,30 +204,34 @@ class WarpingModel(nn.Module):
             return [self.warp(t, weight, alpha, beta) for t in tensors]
         return adacof_warp_many(tensors, weight, alpha, beta, self.dilation, sampling=self.sampling)
 
-    def synthesize(
+    def synthesize(self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The interpolated frame from padded frames and their kernels."""
+        return self.synthesize_parts(frame0, frame2, k)[0]
+
+    def synthesize_parts(
         self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """The AdaCoF family's output: occlusion-weighted sum of the two warped frames."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(frame, warp0, warp2)``: the AdaCoF family's output, the occlusion-weighted sum of the two
+        warped frames, and the warped frames themselves (for the ``Warp`` loss term)."""
         warp0 = self.warp(self.pad_frame(frame0), k["Weight1"], k["Alpha1"], k["Beta1"])
         warp2 = self.warp(self.pad_frame(frame2), k["Weight2"], k["Alpha2"], k["Beta2"])
         occ = k["Occlusion"]
-        return occ * warp0 + (1 - occ) * warp2
+        return occ * warp0 + (1 - occ) * warp2, warp0, warp2
 
     def regularisers(self, k: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"g_Spatial": spatial_regulariser(k), "g_Occlusion": smoothness(k["Occlusion"])}
 
-    def forward(
-        self, frame0: torch.Tensor, frame2: torch.Tensor
-    ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Middle frame in eval mode; in train mode a dict with ``frame1`` and the regularisers."""
+    def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Middle frame in eval mode; in train mode a dict with ``frame1``, the two warped input frames
+        ``warp0``/``warp2`` and the regularisers ``g_*``."""
         check_frames(frame0, frame2)
         h, w = frame0.shape[-2:]
         frame0, frame2 = pad_to_multiple(frame0), pad_to_multiple(frame2)
         k = self.get_kernel(frame0, frame2)
-        out = self.synthesize(frame0, frame2, k)[..., :h, :w]
         if not self.training:
-            return out
-        return {"frame1": out, **self.regularisers(k)}
+            return self.synthesize(frame0, frame2, k)[..., :h, :w]
+        out, warp0, warp2 = (t[..., :h, :w] for t in self.synthesize_parts(frame0, frame2, k))
+        return {"frame1": out, "warp0": warp0, "warp2": warp2, **self.regularisers(k)}
 
 
 class AdaCoF(WarpingModel):

@@ -28,14 +28,14 @@ class CDFIAdaCoF(WarpingModel):
         in_ch = 2 * (3 + sum(spec["features"]))
         self.context_synthesis = GridNet(in_ch, 3, spec["gridnet"])
 
-    def synthesize(
+    def synthesize_parts(
         self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(frame, warp0, warp2)``: the Blend of GridNet's synthesis with the AdaCoF output, and the
+        two warped frames."""
         p0, p2 = self.pad_frame(frame0), self.pad_frame(frame2)
         size = p0.shape[-2:]
-        feats = [
-            F.interpolate(k[f"feature{i}"], size=size, mode="bilinear", align_corners=False) for i in range(1, 6)
-        ]
+        feats = [F.interpolate(k[f"feature{i}"], size=size, mode="bilinear", align_corners=False) for i in range(1, 6)]
         warp0, *feats1 = self.warp_many([p0, *feats], k["Weight1"], k["Alpha1"], k["Beta1"])
         warp2, *feats2 = self.warp_many([p2, *feats], k["Weight2"], k["Alpha2"], k["Beta2"])
         stack = [warp0, warp2]
@@ -43,7 +43,8 @@ class CDFIAdaCoF(WarpingModel):
             stack += [a, b]
         context = self.context_synthesis(torch.cat(stack, 1))
         occ, blend = k["Occlusion"], k["Blend"]
-        return blend * context + (1 - blend) * (occ * warp0 + (1 - occ) * warp2)
+        frame = blend * context + (1 - blend) * (occ * warp0 + (1 - occ) * warp2)
+        return frame, warp0, warp2
 
     def regularisers(self, k: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"g_Spatial": spatial_regulariser(k)}

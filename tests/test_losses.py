@@ -62,6 +62,17 @@ def test_weighted_sum_matches_numpy() -> None:
     assert float(charbonnier(out, out)) == pytest.approx(1e-3, rel=1e-4)
 
 
+def test_warp_term_is_the_mean_charbonnier_of_the_two_warped_frames() -> None:
+    torch.manual_seed(0)
+    gt, w0, w2, frame = (torch.rand(2, 3, 8, 9) for _ in range(4))
+    total, parts = CompositeLoss("0.5*Warp")({"frame1": frame, "warp0": w0, "warp2": w2}, gt)
+    side = [float(np.sqrt((w.numpy().astype(np.float64) - gt.numpy()) ** 2 + 1e-6).mean()) for w in (w0, w2)]
+    assert parts["Warp"] == pytest.approx((side[0] + side[1]) / 2, rel=1e-5)
+    assert float(total) == pytest.approx(0.25 * (side[0] + side[1]), rel=1e-5)
+    with pytest.raises(LossSpecError, match="warp0/warp2"):
+        CompositeLoss("1*Warp")(frame, gt)
+
+
 def test_regulariser_must_come_from_the_model() -> None:
     model = make_model("cdfi_adacof").train()
     with torch.no_grad():

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cupy_module.reference import adacof_warp_reference
 from models import PUBLISHED_VARIANTS, list_models, make_model, variant_name
 from models.adacof import pad_to_multiple, spatial_regulariser
 
@@ -37,10 +38,32 @@ def test_eval_and_train_outputs(name: str) -> None:
     assert out.shape == f0.shape
     assert torch.isfinite(out).all()
     result = model.train()(f0, f2)
-    expected = {"frame1", "g_Spatial"} | ({"g_Occlusion"} if name != "cdfi_adacof" else set())
+    expected = {"frame1", "warp0", "warp2", "g_Spatial"} | ({"g_Occlusion"} if name != "cdfi_adacof" else set())
     assert set(result) == expected
     assert result["frame1"].shape == f0.shape
     assert result["g_Spatial"].dim() == 0 and result["g_Spatial"] > 0
+
+
+@pytest.mark.parametrize("name", ["compressed_adacof", "cdfi_adacof"])
+def test_train_mode_warped_frames_are_the_reference_warps(name: str) -> None:
+    """``warp0``/``warp2`` are each padded input warped by its own kernel set (the reference warp); for
+    the AdaCoF family the output is their occlusion-weighted sum."""
+    torch.manual_seed(0)
+    model = make_model(name, 5, 1, sampling="floor").train()
+    f0, f2 = torch.rand(1, 3, 37, 45), torch.rand(1, 3, 37, 45)
+    kernels: dict[str, torch.Tensor] = {}
+    model.get_kernel.register_forward_hook(lambda module, args, out: kernels.update(out))
+    with torch.no_grad():
+        result = model(f0, f2)
+    p0, p2 = (model.pad_frame(pad_to_multiple(f)) for f in (f0, f2))
+    w0 = adacof_warp_reference(p0, kernels["Weight1"], kernels["Alpha1"], kernels["Beta1"], 1, "floor")
+    w2 = adacof_warp_reference(p2, kernels["Weight2"], kernels["Alpha2"], kernels["Beta2"], 1, "floor")
+    w0, w2 = w0[..., :37, :45], w2[..., :37, :45]
+    torch.testing.assert_close(result["warp0"], w0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result["warp2"], w2, atol=1e-5, rtol=1e-5)
+    if name != "cdfi_adacof":
+        occ = kernels["Occlusion"][..., :37, :45]
+        torch.testing.assert_close(result["frame1"], occ * w0 + (1 - occ) * w2, atol=1e-5, rtol=1e-5)
 
 
 def test_list_models() -> None:
@@ -78,8 +101,12 @@ def test_identity_kernels_reproduce_the_overlay() -> None:
     centre[:, taps // 2] = 1
     zeros = torch.zeros(1, taps, 32, 32)
     k = {
-        "Weight1": centre, "Alpha1": zeros, "Beta1": zeros,
-        "Weight2": centre, "Alpha2": zeros, "Beta2": zeros,
+        "Weight1": centre,
+        "Alpha1": zeros,
+        "Beta1": zeros,
+        "Weight2": centre,
+        "Alpha2": zeros,
+        "Beta2": zeros,
         "Occlusion": torch.full((1, 1, 32, 32), 0.5),
     }
     out = model.synthesize(f0, f2, k)

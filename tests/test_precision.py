@@ -109,10 +109,10 @@ def _run(model: torch.nn.Module, frames: tuple[torch.Tensor, ...], prec: str, ch
     model.train()
     with autocast("cpu", prec):
         out = model(f0, f2)
-        loss = (out["frame1"] - gt).abs().mean() + sum(v for k, v in out.items() if k != "frame1")
+        loss = (out["frame1"] - gt).abs().mean() + sum(v for k, v in out.items() if k.startswith("g_"))
     loss.backward()
     grads = {n: p.grad.detach().float().clone() for n, p in model.named_parameters()}
-    regs = {k: float(v.detach()) for k, v in out.items() if k != "frame1"}
+    regs = {k: float(v.detach()) for k, v in out.items() if k.startswith("g_")}
     return {"eval": eval_out, "frame1": out["frame1"].detach(), "regs": regs, "grads": grads}
 
 

@@ -26,6 +26,7 @@ from cdfi.training import (
     ResumableSampler,
     Trainer,
     build_optimizer,
+    init_he,
     init_offsets,
     init_weight_temperature,
     parameter_groups,
@@ -306,6 +307,10 @@ def test_small_budget_flags_run_and_write_validation_curves(tmp_path) -> None:
         "Alpha=2,Beta=2",
         "--synthetic",
         "0.5",
+        "--init",
+        "he",
+        "--loss",
+        LOSS + "+0.5*Warp",
         "--batch_size",
         "2",
         "--max_steps",
@@ -322,6 +327,7 @@ def test_small_budget_flags_run_and_write_validation_curves(tmp_path) -> None:
     assert all(float(r["overlay"]) > 0 and float(r["dis_flow"]) > 0 for r in rows)
     assert load_checkpoint(run / "checkpoints" / "last.pth").meta["sampling"] == "floor"
     assert all(r["extra"] for r in _csv(run / "loss.csv"))  # the warm-start term was active
+    assert all(float(r["Warp"]) > 0 for r in _csv(run / "loss.csv"))
 
 
 def test_flow_warm_start_moves_offsets_towards_the_known_shift(tmp_path) -> None:
@@ -369,6 +375,29 @@ class _Tempered(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(x / self.t, dim=1)
+
+
+def _head_spatial_std(model: torch.nn.Module, head: str) -> float:
+    torch.manual_seed(0)
+    f0 = torch.rand(1, 3, 64, 64)
+    f2 = torch.roll(f0, 2, dims=-1)
+    with torch.no_grad():
+        out = model.get_kernel(f0, f2)[head]
+    return float(out.std(dim=(2, 3)).mean())
+
+
+def test_he_init_keeps_the_signal_through_the_unet() -> None:
+    """Weights ~ N(0, 2/fan_in) with zero biases, and the offset heads then respond to the input: their
+    spatial variation is far above the published (PyTorch default) init's, which is nearly constant."""
+    published = make_model("compressed_adacof")
+    model = make_model("compressed_adacof")
+    init_he(model, seed=3)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.weight.numel() > 20000:
+            fan_in = module.weight[0].numel()
+            assert float(module.weight.std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.05), name
+            assert not module.bias.any(), name
+    assert _head_spatial_std(model, "Alpha1") > 20 * _head_spatial_std(published, "Alpha1")
 
 
 def test_offset_init_and_per_head_lr() -> None:
