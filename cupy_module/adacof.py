@@ -181,9 +181,7 @@ class _AdaCoFFunction(torch.autograd.Function):
             # float32 kernel reads that layout and upcasts tile by tile, anything else is converted here.
             x = cpu.pack(input, dtype)
             ctx.save_for_backward(x, weight, offset_i, offset_j)
-            tensors = (weight, offset_i, offset_j)
-            if not (dtype == torch.float32 and cpu.reads_directly(*tensors)):
-                weight, offset_i, offset_j = (cpu.contiguous_as(t, dtype) for t in tensors)
+            weight, offset_i, offset_j = (cpu.operand(t, dtype) for t in (weight, offset_i, offset_j))
             return cpu.forward(x, input.shape[1], weight, offset_i, offset_j, dilation, sampling)
         ctx.save_for_backward(input, weight, offset_i, offset_j)
         return _forward(backend, input, weight, offset_i, offset_j, dilation, sampling)
@@ -264,8 +262,7 @@ def _warp_many_cpu(
     into the kernel's packed layout, and the weights and offsets are read as ``adacof_warp`` reads them."""
     tensors = (*inputs, weight, offset_i, offset_j)
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-    if not (dtype == torch.float32 and cpu.reads_directly(weight, offset_i, offset_j)):
-        weight, offset_i, offset_j = (cpu.contiguous_as(t, dtype) for t in (weight, offset_i, offset_j))
+    weight, offset_i, offset_j = (cpu.operand(t, dtype) for t in (weight, offset_i, offset_j))
     channels = [t.shape[1] for t in inputs]
     out = cpu.forward(cpu.pack_many(inputs, dtype), sum(channels), weight, offset_i, offset_j, dilation, sampling)
     return [p.to(t.dtype) for p, t in zip(torch.split(out, channels, dim=1), inputs, strict=True)]

@@ -16,7 +16,7 @@ _ARGTYPES = {
     "backward": [_P] * 9 + [_I64] * 9 + [_I32] * 2,
     "planar": [_P] * 2 + [_I64] * 4 + [_I32],
     "planar_bf16": [_P] * 2 + [_I64] * 4 + [_I32],
-    "forward_cl": [_P] * 5 + [_I64] * 9 + [_I32] * 2,
+    "forward_layouts": [_P] * 5 + [_I64] * 9 + [_I32] * 5,
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
 
@@ -78,13 +78,21 @@ def contiguous_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype).contiguous()
 
 
-def reads_directly(weight: torch.Tensor, offset_i: torch.Tensor, offset_j: torch.Tensor) -> bool:
-    """Whether the float32 forward kernel takes these weights and offsets as they are: one dtype,
-    float32 or bfloat16, all in channels_last layout (it upcasts them tile by tile)."""
-    tensors = (weight, offset_i, offset_j)
-    if weight.dtype not in (torch.float32, torch.bfloat16) or any(t.dtype != weight.dtype for t in tensors):
-        return False
-    return all(_is_channels_last(t) for t in tensors) and not all(t.is_contiguous() for t in tensors)
+def _layout(t: torch.Tensor) -> int | None:
+    """Layout code of the float32 forward kernel for a weight or offset tensor, or None if it cannot
+    read it: 0 float32 planes, 1 float32 channels_last, 2 bfloat16 channels_last."""
+    if t.dtype == torch.float32 and t.is_contiguous():
+        return 0
+    if t.dtype in (torch.float32, torch.bfloat16) and _is_channels_last(t):
+        return 1 if t.dtype == torch.float32 else 2
+    return None
+
+
+def operand(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A weight or offset tensor as the forward kernel of ``dtype`` takes it: as it is when the float32
+    kernel reads its layout (channels_last convolution outputs, bf16 under autocast, are upcast tile by
+    tile inside the kernel), else ``contiguous_as(t, dtype)``."""
+    return t if dtype == torch.float32 and _layout(t) is not None else contiguous_as(t, dtype)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:
@@ -116,20 +124,23 @@ def forward(
     sampling: str,
 ) -> torch.Tensor:
     """Warped (N, channels, H, W) of the packed input ``x`` (see ``pack``), in the dtype of ``x``
-    (float32 or float64). Weights and offsets are contiguous in the dtype of ``x``, or, for float32,
-    as ``reads_directly`` accepts."""
+    (float32 or float64); weights and offsets as ``operand`` gives them."""
     n, hp, wp, stride = x.shape
     taps, h, w = weight.shape[1:]
     out = torch.empty(n, channels, h, w, dtype=x.dtype)
-    if weight.is_contiguous() and weight.dtype == x.dtype:
-        fn = _function("forward", x.dtype)
-    elif x.dtype == torch.float32 and reads_directly(weight, offset_i, offset_j):
-        fn = _function("forward_cl", weight.dtype)
-    else:
-        raise ValueError("adacof_warp: the CPU forward cannot read weights and offsets in this layout/dtype")
     ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), out.data_ptr())
     sizes = (n, channels, stride, hp, wp, h, w, round(taps**0.5), dilation)
-    _check(fn(*ptrs, *sizes, int(sampling == "floor"), torch.get_num_threads()))
+    rule = int(sampling == "floor")
+    if x.dtype == torch.float32:
+        layouts = [_layout(t) for t in (weight, offset_i, offset_j)]
+        if None in layouts:
+            raise ValueError("adacof_warp: the CPU forward cannot read weights and offsets in this layout/dtype")
+        fn = _function("forward_layouts", x.dtype)
+        _check(fn(*ptrs, *sizes, *layouts, rule, torch.get_num_threads()))
+    else:
+        if not all(t.dtype == x.dtype and t.is_contiguous() for t in (weight, offset_i, offset_j)):
+            raise ValueError("adacof_warp: the CPU forward needs contiguous weights and offsets of the input's dtype")
+        _check(_function("forward", x.dtype)(*ptrs, *sizes, rule, torch.get_num_threads()))
     return out
 
 

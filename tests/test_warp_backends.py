@@ -173,26 +173,32 @@ def test_input_gradient_skipped_when_input_needs_none(backend, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rule", ["trunc", "floor"])
+@pytest.mark.parametrize("planar_weight", [False, True])
 @pytest.mark.parametrize(("c", "f", "d", "h", "w"), [(1, 3, 2, 5, 7), (3, 2, 1, 9, 33), (63, 3, 2, 4, 37)])
-def test_cpu_channels_last_weights_are_read_directly(dtype, rule, c, f, d, h, w):
+def test_cpu_channels_last_weights_are_read_directly(dtype, rule, planar_weight, c, f, d, h, w):
     """Weights and offsets in channels_last layout (how convolutions hand them over; bf16 under
     autocast) go to the CPU kernel as they are, upcast tile by tile (tiles of 32 pixels, the last one
-    partial): the same values and gradients as float32 planes of the same numbers, and gradients in the
-    arguments' dtype."""
+    partial), each tensor in its own layout (CDFI under autocast: float32 planes of softmax weights,
+    bf16 channels_last offsets): the same values and gradients as float32 planes of the same numbers,
+    and gradients in the arguments' dtype."""
     inp, wt, a, b = make(2, c, f, d, h, w, spread=5.0, dtype=torch.float32, seed=11)
     wt, a, b = (t.to(dtype) for t in (wt, a, b))
-    assert cupy_module.cpu.reads_directly(*(t.to(memory_format=torch.channels_last) for t in (wt, a, b)))
+    for t in (wt, a, b):
+        cl = t.to(memory_format=torch.channels_last)
+        assert cupy_module.cpu.operand(cl, torch.float32) is cl
     planar, pgs, g = grads(
         lambda *t: adacof_warp(*t, d, sampling=rule, backend="cpu"), [inp, *(t.float() for t in (wt, a, b))]
     )
     leaves = [t.detach().clone().to(memory_format=torch.channels_last).requires_grad_() for t in (inp, wt, a, b)]
+    if planar_weight:
+        leaves[1] = wt.float().requires_grad_()
     out = adacof_warp(*leaves, d, sampling=rule, backend="cpu")
     out.backward(g)
     assert out.dtype == torch.float32 and torch.equal(out, planar)
     assert torch.equal(leaves[0].grad, pgs[0])
     for leaf, expected in zip(leaves[1:], pgs[1:], strict=True):
-        assert leaf.grad.dtype == dtype
-        assert torch.equal(leaf.grad.float(), expected.to(dtype).float())
+        assert leaf.grad.dtype == leaf.dtype
+        assert torch.equal(leaf.grad.float(), expected.to(leaf.dtype).float())
     if c > 1:
         with torch.no_grad():
             low = leaves[0][:, 1:].to(torch.bfloat16)

@@ -182,21 +182,49 @@ inline int thread_count(int requested) { return requested > 0 ? requested : 1; }
 
 // The channel loops run over blocks of VB channels (VB = 4, 8 or 16 divides Cs): a fixed-width inner
 // loop that becomes whole SIMD registers with no scalar tail.
+// A weight or offset tensor: PLANES (N, F*F, H, W) of T, or the channels_last layout of convolution
+// outputs, (N, H, W, F*F) PIXELS of T or of bf16.
+enum Layout : int { PLANES = 0, PIXELS_T = 1, PIXELS_BF16 = 2 };
+struct Operand {
+    const void *data;
+    int layout;
+};
+
+// Row of tap 0 of the tile of pixels [j0, j0 + jn) of row i of sample n, as T, and the step to the
+// next tap's row: planes are read in place; pixel layouts are copied (upcast) into buf, [tap][pixel].
+template <typename T>
+inline const T *tap_rows(Operand o, T *buf, i64 n, i64 i, i64 j0, int jn, i64 taps, i64 H, i64 W, i64 &step) {
+    if (o.layout == PLANES) {
+        step = H * W;
+        return static_cast<const T *>(o.data) + (n * taps * H + i) * W + j0;
+    }
+    step = TILE;
+    for (int jj = 0; jj < jn; ++jj) {
+        const i64 at = ((n * H + i) * W + j0 + jj) * taps;
+        if (o.layout == PIXELS_T) {
+            const T *src = static_cast<const T *>(o.data) + at;
+            for (i64 t = 0; t < taps; ++t) buf[t * TILE + jj] = src[t];
+        } else {
+            const bf16 *src = static_cast<const bf16 *>(o.data) + at;
+            for (i64 t = 0; t < taps; ++t) buf[t * TILE + jj] = convert<T>(src[t]);
+        }
+    }
+    return buf;
+}
+
 // Input and output are stored as S (T, or bf16 for T = float), accumulation is in T. Weights and
-// offsets are (N, F*F, H, W) planes of T, or with CL (N, H, W, F*F) pixels of WT (T or bf16), the
-// channels_last layout of convolution outputs: each tile then first copies its pixels' taps into
-// planar rows of T (upcasting), so no converted copy of the whole tensors is ever made.
-template <typename T, typename S, typename WT, bool CL, int VB, bool FLOOR>
-void forward(const S *input, const WT *weight, const WT *offset_i, const WT *offset_j, S *output, i64 N, i64 C,
-             i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
-    static_assert(CL || std::is_same_v<T, WT>, "planar weights and offsets are T");
+// offsets come in any Layout, each its own: pixel layouts are upcast a tile at a time (so no converted
+// copy of the whole tensors is ever made).
+template <typename T, typename S, int VB, bool FLOOR>
+void forward(const S *input, Operand weight, Operand offset_i, Operand offset_j, S *output, i64 N, i64 C, i64 Cs,
+             i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
     using B = Block<T, VB>;
     using L = Load<T, S, VB>;
     const i64 taps = F * F;
 #pragma omp parallel num_threads(thread_count(nthreads))
     {
         std::vector<T> acc(static_cast<size_t>(TILE * Cs));
-        std::vector<T> rows(CL ? static_cast<size_t>(3 * taps * TILE) : 0);  // [tensor][tap][pixel]
+        std::vector<T> rows(static_cast<size_t>(3 * taps * TILE));  // [tensor][tap][pixel], for pixel layouts
         Tile<T> g;
 #pragma omp for schedule(static)
         for (i64 r = 0; r < N * H; ++r) {
@@ -205,28 +233,15 @@ void forward(const S *input, const WT *weight, const WT *offset_i, const WT *off
             for (i64 j0 = 0; j0 < W; j0 += TILE) {
                 const int jn = static_cast<int>(std::min<i64>(TILE, W - j0));
                 std::fill(acc.begin(), acc.begin() + jn * Cs, T(0));
-                const T *wrow, *arow, *brow;  // tap 0's row of weights and offsets; tap t's is t * tap_step on
-                i64 tap_step;
-                if constexpr (CL) {
-                    T *wr = rows.data(), *ar = wr + taps * TILE, *br = ar + taps * TILE;
-                    for (int jj = 0; jj < jn; ++jj) {
-                        const i64 at = ((n * H + i) * W + j0 + jj) * taps;
-                        for (i64 t = 0; t < taps; ++t) {
-                            wr[t * TILE + jj] = convert<T>(weight[at + t]);
-                            ar[t * TILE + jj] = convert<T>(offset_i[at + t]);
-                            br[t * TILE + jj] = convert<T>(offset_j[at + t]);
-                        }
-                    }
-                    wrow = wr, arow = ar, brow = br, tap_step = TILE;
-                } else {
-                    const i64 at = (n * taps * H + i) * W + j0;
-                    wrow = weight + at, arow = offset_i + at, brow = offset_j + at, tap_step = H * W;
-                }
+                i64 wstep, astep, bstep;
+                const T *wrow = tap_rows<T>(weight, rows.data(), n, i, j0, jn, taps, H, W, wstep);
+                const T *arow = tap_rows<T>(offset_i, rows.data() + taps * TILE, n, i, j0, jn, taps, H, W, astep);
+                const T *brow = tap_rows<T>(offset_j, rows.data() + 2 * taps * TILE, n, i, j0, jn, taps, H, W, bstep);
                 for (i64 t = 0; t < taps; ++t) {
-                    const T *wt = wrow + t * tap_step;
-                    tile_geometry<T, FLOOR>(arow + t * tap_step, brow + t * tap_step, jn,
-                                            static_cast<i32>(i + t / F * D), static_cast<i32>(j0 + t % F * D),
-                                            static_cast<i32>(Hp), static_cast<i32>(Wp), g);
+                    const T *wt = wrow + t * wstep;
+                    tile_geometry<T, FLOOR>(arow + t * astep, brow + t * bstep, jn, static_cast<i32>(i + t / F * D),
+                                            static_cast<i32>(j0 + t % F * D), static_cast<i32>(Hp),
+                                            static_cast<i32>(Wp), g);
                     for (int jj = 0; jj < jn; ++jj) {
                         const T w = wt[jj];
                         const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
@@ -512,19 +527,19 @@ inline int block_width(i64 Cs) {
     return Cs % 16 == 0 && sizeof(T) <= 4 ? 16 : (Cs % 8 == 0 ? 8 : 4);
 }
 
-template <typename T, typename S, typename WT = T>
-using ForwardFn = void (*)(const S *, const WT *, const WT *, const WT *, S *, i64, i64, i64, i64, i64, i64, i64, i64,
-                           i64, int);
+template <typename T, typename S>
+using ForwardFn = void (*)(const S *, Operand, Operand, Operand, S *, i64, i64, i64, i64, i64, i64, i64, i64, i64,
+                           int);
 template <typename T, typename S>
 using BackwardFn = void (*)(const S *, const T *, const T *, const T *, const S *, T *, T *, T *, T *, i64, i64, i64,
                             i64, i64, i64, i64, i64, i64, int);
 
-template <typename T, typename S, bool FLOOR, typename WT = T, bool CL = false>
-ForwardFn<T, S, WT> pick_forward(int vb) {
+template <typename T, typename S, bool FLOOR>
+ForwardFn<T, S> pick_forward(int vb) {
     if constexpr (sizeof(T) <= 4) {
-        if (vb == 16) return forward<T, S, WT, CL, 16, FLOOR>;
+        if (vb == 16) return forward<T, S, 16, FLOOR>;
     }
-    return vb == 8 ? forward<T, S, WT, CL, 8, FLOOR> : forward<T, S, WT, CL, 4, FLOOR>;
+    return vb == 8 ? forward<T, S, 8, FLOOR> : forward<T, S, 4, FLOOR>;
 }
 
 template <typename T, typename S, bool FLOOR>
@@ -544,7 +559,7 @@ inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
 
 }  // namespace
 
-// C ABI; each returns 0, or a nonzero status for arguments it cannot take. The input is channels-last
+// C ABI; each returns 0, or a nonzero status for arguments it cannot take (3 = unknown layout). The input is channels-last
 // with channel stride Cs (a multiple of 4, >= C, extra channels zero), stored as S; the output and
 // grad_output are (N, C, H, W) in S; weights, offsets and all gradients are T, and grad_input (or
 // null) is channels-last like the input, in T, and must be zeroed. The planar function converts
@@ -558,7 +573,8 @@ inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
         if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
         const int vb = block_width<T>(Cs);                                                                    \
         const ForwardFn<T, S> run = floor_rule ? pick_forward<T, S, true>(vb) : pick_forward<T, S, false>(vb); \
-        run(input, weight, offset_i, offset_j, output, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);               \
+        run(input, {weight, PLANES}, {offset_i, PLANES}, {offset_j, PLANES}, output, N, C, Cs, Hp, Wp, H, W, F, \
+            D, nthreads);                                                                                     \
         return 0;                                                                                             \
     }                                                                                                         \
     extern "C" int adacof_cpu_backward_##SUFFIX(                                                              \
@@ -583,23 +599,24 @@ ADACOF_CPU_EXPORT(f32, float, float)
 ADACOF_CPU_EXPORT(f64, double, double)
 ADACOF_CPU_EXPORT(bf16, float, bf16)
 
-// The float32 forward with weights and offsets in channels_last layout, (N, H, W, F*F) pixels of float32
-// (suffix f32) or bf16 (suffix bf16); input and output as for adacof_cpu_forward_f32.
-#define ADACOF_CPU_FORWARD_CL(SUFFIX, WT)                                                                     \
-    extern "C" int adacof_cpu_forward_cl_##SUFFIX(const float *input, const WT *weight, const WT *offset_i,   \
-                                                  const WT *offset_j, float *output, i64 N, i64 C, i64 Cs,    \
-                                                  i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int floor_rule, \
-                                                  int nthreads) {                                             \
-        if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;                                  \
-        const int vb = block_width<float>(Cs);                                                                \
-        const ForwardFn<float, float, WT> run = floor_rule ? pick_forward<float, float, true, WT, true>(vb)   \
-                                                           : pick_forward<float, float, false, WT, true>(vb); \
-        run(input, weight, offset_i, offset_j, output, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);               \
-        return 0;                                                                                             \
+// The float32 forward with each of weight, offset_i and offset_j in its own Layout (0 = float32 planes,
+// 1 = float32 channels_last pixels, 2 = bf16 channels_last pixels); otherwise as adacof_cpu_forward_f32.
+extern "C" int adacof_cpu_forward_layouts_f32(const float *input, const void *weight, const void *offset_i,
+                                              const void *offset_j, float *output, i64 N, i64 C, i64 Cs, i64 Hp,
+                                              i64 Wp, i64 H, i64 W, i64 F, i64 D, int weight_layout,
+                                              int offset_i_layout, int offset_j_layout, int floor_rule,
+                                              int nthreads) {
+    if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;
+    for (int layout : {weight_layout, offset_i_layout, offset_j_layout}) {
+        if (layout < PLANES || layout > PIXELS_BF16) return 3;
     }
-
-ADACOF_CPU_FORWARD_CL(f32, float)
-ADACOF_CPU_FORWARD_CL(bf16, bf16)
+    const int vb = block_width<float>(Cs);
+    const ForwardFn<float, float> run =
+        floor_rule ? pick_forward<float, float, true>(vb) : pick_forward<float, float, false>(vb);
+    run(input, {weight, weight_layout}, {offset_i, offset_i_layout}, {offset_j, offset_j_layout}, output, N, C, Cs,
+        Hp, Wp, H, W, F, D, nthreads);
+    return 0;
+}
 
 // Channels-last bf16 (N, P, Cs) to float32 (N, C, P) planes in one pass: the warp's upcast of weights
 // and offsets that come out of bf16 convolutions in channels_last memory format.
