@@ -20,6 +20,7 @@ import train
 from cdfi.checkpoint import load_checkpoint, load_model
 from cdfi.imageio import read_image
 from cdfi.losses import CompositeLoss
+from cdfi.run_log import RunLog
 from cdfi.training import (
     FlowWarmStart,
     NonFiniteLossError,
@@ -72,8 +73,9 @@ def make_set(root: Path, count: int = 4, w: int = W, h: int = H, shift: int = 1,
     return root
 
 
-def run_cli(tmp_path: Path, *extra: str, data: Path | None = None, uid: str = "run") -> int:
-    argv = [
+def cli_args(tmp_path: Path, data: Path | None = None, uid: str = "run") -> list[str]:
+    """The train.py flags every test run shares: a tiny compressed AdaCoF, no Middlebury, no progress bars."""
+    return [
         "--data_dir",
         str(data or tmp_path / "data"),
         "--out_root",
@@ -89,9 +91,11 @@ def run_cli(tmp_path: Path, *extra: str, data: Path | None = None, uid: str = "r
         LOSS,
         "--model",
         "compressed_adacof",
-        *extra,
     ]
-    return train.main(argv)
+
+
+def run_cli(tmp_path: Path, *extra: str, data: Path | None = None, uid: str = "run") -> int:
+    return train.main([*cli_args(tmp_path, data, uid), *extra])
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -112,6 +116,27 @@ def test_one_epoch_for_each_family(tmp_path, model: str, loss: str) -> None:
     assert (last.epoch, last.meta["step"], last.meta["model"]) == (1, 2, model)
     assert load_model(run / "checkpoints" / "best.pth").model_name == model
     assert [int(r["step"]) for r in _csv(run / "loss.csv")] == [1, 2]
+
+
+def test_run_log_keeps_rows_up_to_the_resumed_step(tmp_path) -> None:
+    """Reopening for a resume drops the rows past the resumed step and appends after the rest; a fresh start
+    empties the CSVs; log.txt only grows."""
+    with RunLog(tmp_path, ["Charb", "g_Spatial"], None) as log:
+        for step in range(1, 5):
+            log.loss.append({"step": step, "epoch": 1, "loss": step / 10, "Charb": 0.1, "ignored": "x"})
+            log.val.append({"step": step, "psnr": 30 + step})
+        log.line("first")
+    with RunLog(tmp_path, ["Charb", "g_Spatial"], 2) as log:
+        log.loss.append({"step": 3, "loss": 0.5})
+        log.line("second")
+    header, *lines = (tmp_path / "loss.csv").read_text().splitlines()
+    assert header == "step,epoch,minutes,lr,loss,Charb,g_Spatial,extra"
+    assert [r["step"] for r in _csv(tmp_path / "loss.csv")] == ["1", "2", "3"]
+    assert lines[0] == "1,1,,,0.1,0.1,," and lines[2] == "3,,,,0.5,,,"
+    assert [r["psnr"] for r in _csv(tmp_path / "val.csv")] == ["31", "32"]
+    assert [line.split(" ", 2)[2] for line in (tmp_path / "log.txt").read_text().splitlines()] == ["first", "second"]
+    RunLog(tmp_path, ["Charb"], None).close()
+    assert _csv(tmp_path / "loss.csv") == [] and _csv(tmp_path / "val.csv") == []
 
 
 def test_epoch_evaluation_scores_best_checkpoint(tmp_path) -> None:
@@ -166,31 +191,8 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path) -> None:
     common = ("--batch_size", "2", "--epochs", "1", "--no_augment")
     assert run_cli(tmp_path, *common, uid="single") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "train.py",
-        "--data_dir",
-        str(tmp_path / "data"),
-        "--out_root",
-        str(tmp_path / "mw"),
-        "--uid",
-        "ddp",
-        "--workers",
-        "0",
-        "--quiet",
-        "--test_every",
-        "0",
-        "--loss",
-        LOSS,
-        "--model",
-        "compressed_adacof",
-        *common,
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd = [*torchrun, "train.py", *cli_args(tmp_path, uid="ddp"), *common]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     single = load_checkpoint(tmp_path / "mw" / "single" / "checkpoints" / "last.pth")
