@@ -28,18 +28,30 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="pruned checkpoint (e.g. from prune.py)")
     src.add_argument("--report", help="sparsity CSV from sparsity_report.py (needs --model)")
-    p.add_argument("--model", choices=list_models(), default=None,
-                   help="family of the pruned network (with --report; a checkpoint says it itself)")
+    p.add_argument(
+        "--model",
+        choices=list_models(),
+        default=None,
+        help="family of the pruned network (with --report; a checkpoint says it itself)",
+    )
     p.add_argument("--kernel_size", type=int, default=None, help="kernel size F (with --report)")
     p.add_argument("--dilation", type=int, default=None, help="dilation D (with --report)")
     p.add_argument("--arch", default=None, help="spec of the pruned network when it is not the published one")
     p.add_argument("--out", required=True, help="where to write the compressed spec (JSON)")
-    p.add_argument("--method", choices=("product", "sqrt"), default="product",
-                   help="product: keep each layer's nonzero count, jointly (default); "
-                        "sqrt: sqrt(density) per side, averaged over connected layers")
-    p.add_argument("--balance", type=float, default=0.0,
-                   help="product method only: weight of keeping a layer's input and output reductions equal "
-                        "(0: none, 1: same as --method sqrt)")
+    p.add_argument(
+        "--method",
+        choices=("product", "sqrt"),
+        default="product",
+        help="product: keep each layer's nonzero count, jointly (default); "
+        "sqrt: sqrt(density) per side, averaged over connected layers",
+    )
+    p.add_argument(
+        "--balance",
+        type=float,
+        default=0.0,
+        help="product method only: weight of keeping a layer's input and output reductions equal "
+        "(0: none, 1: same as --method sqrt)",
+    )
     p.add_argument("--threshold", type=float, default=0.0, help="count |w| > threshold as nonzero")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     return p
@@ -73,16 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         result = compress_variant(name, k, d, base_spec, densities, method=args.method, balance=args.balance)
         for conv_name, (c_in, c_out) in result.widths.items():
             layer = result.graph.convs[conv_name]
-            print(f"{conv_name:<40} {layer.c_in:>4}->{layer.c_out:<4}  =>  {c_in:>4}->{c_out:<4}"
-                  f"  density {densities.get(conv_name, 1.0):.4f}")
-        print(f"parameters: {result.full_params:,} -> {result.compressed_params:,} "
-              f"({result.compressed_params / result.full_params:.1%})")
+            print(
+                f"{conv_name:<40} {layer.c_in:>4}->{layer.c_out:<4}  =>  {c_in:>4}->{c_out:<4}"
+                f"  density {densities.get(conv_name, 1.0):.4f}"
+            )
+        print(
+            f"parameters: {result.full_params:,} -> {result.compressed_params:,} "
+            f"({result.compressed_params / result.full_params:.1%})"
+        )
         atomic_write_text(out, json.dumps(result.spec, indent=1) + "\n", force=args.force)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {out}; train it with: python train.py --model {result.spec['model']} "
-          f"--kernel_size {k} --dilation {d} --arch {out}", file=sys.stderr)
+    print(
+        f"wrote {out}; train it with: python train.py --model {result.spec['model']} "
+        f"--kernel_size {k} --dilation {d} --arch {out}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -74,10 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Prune a trained model with OBProxSG and save the sparse checkpoint.")
     p.add_argument("--checkpoint", required=True, help="trained checkpoint of any make_model network")
     p.add_argument("--train_dir", required=True, help="Vimeo-90K triplet folder (tri_trainlist.txt, sequences/)")
-    p.add_argument("--out", default=None,
-                   help="sparse checkpoint to write (default: model_weights/<checkpoint name>_pruned.pth)")
-    p.add_argument("--num_training_samples", type=int, default=None,
-                   help="use a seeded random subset of this many triplets (CDFI's extended version: 1000)")
+    p.add_argument(
+        "--out", default=None, help="sparse checkpoint to write (default: model_weights/<checkpoint name>_pruned.pth)"
+    )
+    p.add_argument(
+        "--num_training_samples",
+        type=int,
+        default=None,
+        help="use a seeded random subset of this many triplets (CDFI's extended version: 1000)",
+    )
     p.add_argument("--epochs", type=int, default=10, help="epochs of fine-tuning")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--crop", type=int, default=None, help="random square crop (default: full frames)")
@@ -86,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--Np", type=int, default=2, help="epochs of proximal steps per cycle (CDFI: 2)")
     p.add_argument("--No", type=parse_no, default="inf", help="epochs of orthant steps per cycle, or inf")
     p.add_argument("--eps", type=float, default=1e-4, help="orthant trimming threshold (CDFI: 1e-4)")
-    p.add_argument("--loss", default=None,
-                   help=f"loss string (default: {ADACOF_LOSS} for the AdaCoF family, {CDFI_LOSS} for CDFI)")
+    p.add_argument(
+        "--loss", default=None, help=f"loss string (default: {ADACOF_LOSS} for the AdaCoF family, {CDFI_LOSS} for CDFI)"
+    )
     p.add_argument("--vgg_weights", default=None, help="VGG16 weights when the loss has a VGG term")
     p.add_argument("--gpu_id", type=int, default=0)
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (autocast)")
@@ -114,8 +120,9 @@ def density_line(trainer: Trainer) -> str:
     layers = conv_densities(model.state_dict())
     conv = sum(d.nonzero for d in layers) / sum(d.total for d in layers)
     phase = getattr(trainer.optimizer, "phase", "?")
-    return (f"epoch {trainer.epoch}  next phase {phase}  model density {model_density(model):.4f}  "
-            f"conv weights {conv:.4f}")
+    return (
+        f"epoch {trainer.epoch}  next phase {phase}  model density {model_density(model):.4f}  conv weights {conv:.4f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,15 +146,29 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(ckpt_path, map_location="cpu").to(device)
         loss_spec = args.loss or (CDFI_LOSS if model.model_name == "cdfi_adacof" else ADACOF_LOSS)
         loss_fn = CompositeLoss(loss_spec, vgg_weights=args.vgg_weights).to(device)
-        data = SampleSubset(VimeoTriplets(args.train_dir, "train", crop=args.crop, seed=args.seed),
-                            args.num_training_samples, args.seed)
+        data = SampleSubset(
+            VimeoTriplets(args.train_dir, "train", crop=args.crop, seed=args.seed), args.num_training_samples, args.seed
+        )
         sampler = ResumableSampler(data, shuffle=True, seed=args.seed, drop_last=False)
-        loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
-                            drop_last=True, pin_memory=device.type == "cuda")
+        loader = DataLoader(
+            data,
+            batch_size=args.batch_size,
+            sampler=sampler,
+            num_workers=args.workers,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+        )
         if len(loader) == 0:
             raise ValueError(f"{len(data)} training samples make no batch of {args.batch_size}; lower --batch_size")
-        optimizer = OBProxSG(model.parameters(), lr=args.lr, lambda_=args.lambda_, epochSize=len(loader),
-                             Np=args.Np, No=args.No, eps=args.eps)
+        optimizer = OBProxSG(
+            model.parameters(),
+            lr=args.lr,
+            lambda_=args.lambda_,
+            epochSize=len(loader),
+            Np=args.Np,
+            No=args.No,
+            eps=args.eps,
+        )
         history: list[dict[str, float]] = []
 
         def on_epoch_end(trainer: Trainer) -> None:
@@ -155,24 +176,44 @@ def main(argv: list[str] | None = None) -> int:
             trainer.extra_state["density_history"] = list(history)
             print(density_line(trainer), flush=True)
 
-        trainer = Trainer(model, optimizer, loader, loss_fn, device=device, precision=precision,
-                          checkpoint_path=last, on_epoch_end=on_epoch_end, progress=not args.no_progress)
+        trainer = Trainer(
+            model,
+            optimizer,
+            loader,
+            loss_fn,
+            device=device,
+            precision=precision,
+            checkpoint_path=last,
+            on_epoch_end=on_epoch_end,
+            progress=not args.no_progress,
+        )
         if args.resume and trainer.resume():
             history[:] = trainer.extra_state.get("density_history", [])
             print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)
-        print(f"pruning {model.model_name} F{model.kernel_size}/D{model.dilation} on {len(data)} samples, "
-              f"{len(loader)} steps/epoch; start density {model_density(model):.4f}", flush=True)
+        print(
+            f"pruning {model.model_name} F{model.kernel_size}/D{model.dilation} on {len(data)} samples, "
+            f"{len(loader)} steps/epoch; start density {model_density(model):.4f}",
+            flush=True,
+        )
         result = trainer.fit(args.epochs, max_steps=args.max_steps)
-        save_checkpoint(out, model, trainer.epoch, extra={"density": model_density(model),
-                                                          "pruning": {"lr": args.lr, "lambda_": args.lambda_,
-                                                                      "Np": args.Np, "No": args.No,
-                                                                      "eps": args.eps}},
-                        force=True)
+        save_checkpoint(
+            out,
+            model,
+            trainer.epoch,
+            extra={
+                "density": model_density(model),
+                "pruning": {"lr": args.lr, "lambda_": args.lambda_, "Np": args.Np, "No": args.No, "eps": args.eps},
+            },
+            force=True,
+        )
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {out} (density {model_density(model):.4f}, stopped: {result.reason}); next: "
-          f"python sparsity_report.py --checkpoint {out}", file=sys.stderr)
+    print(
+        f"wrote {out} (density {model_density(model):.4f}, stopped: {result.reason}); next: "
+        f"python sparsity_report.py --checkpoint {out}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -318,7 +319,7 @@ def _init_weights(model: nn.Module, args: argparse.Namespace, fresh: bool) -> No
             init_weight_temperature(model, args.weight_temperature)
 
 
-def _prepare_run_dir(run_dir: Path, saved_args: dict, resume_path: Path | None) -> None:
+def _prepare_run_dir(run_dir: Path, saved_args: dict[str, Any], resume_path: Path | None) -> None:
     """Create ``checkpoints/`` and write ``args.json``; a fresh start (--force) first deletes the
     checkpoints of an earlier run in the folder, so none of them can survive into this one."""
     if resume_path is None:

@@ -23,7 +23,7 @@ API::
   (``trainer.epoch`` already counts it); ``on_checkpoint(trainer)`` after ``last.pth`` is written.
   Callbacks run on every process; check ``trainer.is_main`` before writing files.
 - ``trainer.extra_state``: a dict of JSON-like values saved into ``last.pth`` and restored by
-  ``resume`` (``train.py`` keeps the best PSNR there).
+  ``resume`` (``cdfi.train_eval`` keeps the run's minutes and best PSNR there).
 
 ``last.pth`` is written with ``cdfi.checkpoint.save_checkpoint`` (the published ``{'epoch',
 'state_dict'}`` plus metadata) and additionally holds ``optimizer``, ``scheduler``, ``scaler``,

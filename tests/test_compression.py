@@ -105,13 +105,19 @@ def test_any_width_per_free_group_gives_a_network_that_runs() -> None:
     graph = trace_channel_graph(model, x)
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
-        choice = {g.gid: g.width if g.fixed else int(torch.randint(1, g.width + 1, (1,), generator=gen))
-                  for g in graph.groups.values()}
+        choice = {
+            g.gid: g.width if g.fixed else int(torch.randint(1, g.width + 1, (1,), generator=gen))
+            for g in graph.groups.values()
+        }
         widths = {n: (choice[c.in_group], choice[c.out_group]) for n, c in graph.convs.items()}
         small = apply_widths(model, graph, widths).eval()
         assert small(x).shape == (2, 2, 8, 8)
-        assert small.b.out_channels == small.bn.num_features == small.act.num_parameters == choice[
-            _group(graph, "a", "out")]
+        assert (
+            small.b.out_channels
+            == small.bn.num_features
+            == small.act.num_parameters
+            == choice[_group(graph, "a", "out")]
+        )
     broken = {n: (c.c_in, c.c_out) for n, c in graph.convs.items()}
     broken["b"] = (8, 5)  # the skip addition needs b's output to match a's
     with pytest.raises(CompressionError, match="^b: output width 5"):
@@ -127,13 +133,24 @@ def test_any_width_per_free_group_gives_a_network_that_runs() -> None:
 
 
 def test_sqrt_method_follows_the_rule_and_product_keeps_nonzero_counts() -> None:
-    chain = nn.Sequential(nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Conv2d(64, 128, 3), nn.ReLU(),
-                          nn.Conv2d(128, 64, 3), nn.ReLU(), nn.Conv2d(64, 5, 3))
+    chain = nn.Sequential(
+        nn.Conv2d(3, 64, 3),
+        nn.ReLU(),
+        nn.Conv2d(64, 128, 3),
+        nn.ReLU(),
+        nn.Conv2d(128, 64, 3),
+        nn.ReLU(),
+        nn.Conv2d(64, 5, 3),
+    )
     graph = trace_channel_graph(chain, torch.rand(1, 3, 12, 12))
     uniform = {name: 0.36 for name in graph.convs}
     widths = solve_widths(graph, uniform, method="sqrt")
-    assert widths == {"0": (3, sqrt_rule(0.36, 64)), "2": (sqrt_rule(0.36, 64), sqrt_rule(0.36, 128)),
-                      "4": (sqrt_rule(0.36, 128), sqrt_rule(0.36, 64)), "6": (sqrt_rule(0.36, 64), 5)}
+    assert widths == {
+        "0": (3, sqrt_rule(0.36, 64)),
+        "2": (sqrt_rule(0.36, 64), sqrt_rule(0.36, 128)),
+        "4": (sqrt_rule(0.36, 128), sqrt_rule(0.36, 64)),
+        "6": (sqrt_rule(0.36, 64), 5),
+    }
     # Densities made from a consistent width choice are reproduced exactly by the product method.
     target = {"0": (3, 40), "2": (40, 100), "4": (100, 30), "6": (30, 5)}
     full = {n: (c.c_in, c.c_out) for n, c in graph.convs.items()}
@@ -164,9 +181,11 @@ def test_published_densities_give_the_published_compressed_adacof(adacof_graph, 
     sqrt_widths = solve_widths(graph, densities, method="sqrt")
     diffs = {n: max(abs(a - b) for a, b in zip(sqrt_widths[n], published[n], strict=True)) for n in published}
     with capsys.disabled():
-        print(f"\nsqrt method vs published compressed AdaCoF F5/D1: {sum(v > 0 for v in diffs.values())} of "
-              f"{len(diffs)} layers differ, max {max(diffs.values())} channels, mean "
-              f"{sum(diffs.values()) / len(diffs):.1f}; product method: identical")
+        print(
+            f"\nsqrt method vs published compressed AdaCoF F5/D1: {sum(v > 0 for v in diffs.values())} of "
+            f"{len(diffs)} layers differ, max {max(diffs.values())} channels, mean "
+            f"{sum(diffs.values()) / len(diffs):.1f}; product method: identical"
+        )
     assert widths == published
     spec = arch_from_widths("compressed_adacof", 5, 1, small.arch, widths)
     assert spec == load_arch(ARCH_DIR / "compressed_adacof_F_5_D_1.json")
@@ -257,8 +276,9 @@ def test_sparsity_report_cli_writes_table_csv_and_png(pruned_checkpoint, tmp_pat
 def test_compress_cli_from_report_and_refusals(pruned_checkpoint, tmp_path, capsys) -> None:
     path, _ = pruned_checkpoint
     report = tmp_path / "r.csv"
-    assert sparsity_report.main(["--checkpoint", str(path), "--csv", str(report),
-                                 "--png", str(tmp_path / "r.png")]) == 0
+    assert (
+        sparsity_report.main(["--checkpoint", str(path), "--csv", str(report), "--png", str(tmp_path / "r.png")]) == 0
+    )
     spec_path = tmp_path / "spec.json"
     args = ["--report", str(report), "--model", "compressed_adacof", "--out", str(spec_path)]
     assert compress.main(args) == 0
@@ -297,9 +317,29 @@ def test_prune_cli_sparsifies_reports_density_and_resumes(tmp_path, capsys) -> N
     start = tmp_path / "trained.pth"
     save_checkpoint(start, make_model("compressed_adacof", 5, 1), epoch=0)
     out = tmp_path / "pruned.pth"
-    args = ["--checkpoint", str(start), "--train_dir", str(tmp_path / "vimeo"), "--num_training_samples", "2",
-            "--batch_size", "1", "--crop", "32", "--epochs", "3", "--Np", "1", "--lr", "1e-2", "--lambda_", "1.0",
-            "--out", str(out), "--no_progress"]
+    args = [
+        "--checkpoint",
+        str(start),
+        "--train_dir",
+        str(tmp_path / "vimeo"),
+        "--num_training_samples",
+        "2",
+        "--batch_size",
+        "1",
+        "--crop",
+        "32",
+        "--epochs",
+        "3",
+        "--Np",
+        "1",
+        "--lr",
+        "1e-2",
+        "--lambda_",
+        "1.0",
+        "--out",
+        str(out),
+        "--no_progress",
+    ]
     assert prune.main([*args, "--max_steps", "3"]) == 0  # one proximal epoch, then one orthant step
     partial = load_checkpoint(out).state_dict
     assert prune.main([*args, "--resume"]) == 0
