@@ -18,7 +18,7 @@ _ARGTYPES = {
     "planar_bf16": [_P] * 2 + [_I64] * 4 + [_I32],
     "forward_layouts": [_P] * 5 + [_I64] * 9 + [_I32] * 5,
 }
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 @cache
