@@ -19,7 +19,10 @@ DIS-flow baselines), ``curves.png``, ``checkpoints/last.pth`` (everything needed
 ``checkpoints/best.pth`` (published format plus metadata; best Middlebury PSNR, else best validation
 PSNR, else the latest epoch).
 
-Small-budget options (issue 11, all off by default): ``--sampling floor``, ``--offset_init``,
+Small budgets (issue 11): ``--recipe small`` changes the defaults to true bilinear sampling, He init,
+the ``Warp`` loss term, 128x128 motion-aware crops and a constant learning rate, which leave the frame
+average within minutes on a CPU (docs/small_budget_training.md). The single options, all off by
+default: ``--sampling floor``, ``--init he``, a ``Warp`` term in ``--loss``, ``--offset_init``,
 ``--motion_crop``, ``--flow_warmstart``, ``--weight_temperature``, ``--head_lr``, ``--synthetic``.
 
 This file is the command line only: ``cdfi.train_setup`` turns it into a ``Trainer`` (``cdfi.training``),
@@ -36,7 +39,7 @@ import sys
 from cdfi.losses import DEFAULT_LOSSES
 from cdfi.run_log import RunLog
 from cdfi.train_eval import TrainingMonitor
-from cdfi.train_setup import setup_run
+from cdfi.train_setup import RECIPES, setup_run
 from cdfi.training import INITS, OPTIMIZERS, NonFiniteLossError
 from models import list_models
 
@@ -51,15 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--arch", help="JSON architecture spec (e.g. from compress.py) instead of the published widths")
     g.add_argument(
         "--sampling",
-        default="trunc",
         choices=("trunc", "floor"),
-        help="warp sampling rule: trunc = published (default), floor = true bilinear",
+        help="warp sampling rule: trunc = published (default), floor = true bilinear (--recipe small)",
     )
     g.add_argument("--legacy_grad", action="store_true", help="the published warp backward pass (exact replication)")
     g.add_argument("--init_from", help="start from the weights of this checkpoint (not its optimizer state)")
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", default="db/vimeo_triplet", help="Vimeo-90K-layout triplet folder")
-    g.add_argument("--crop", type=int, help="random square crop of this size (default: full frames, published)")
+    g.add_argument(
+        "--crop", type=int, help="random square crop of this size (default: full frames, published; 128 --recipe small)"
+    )
     g.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
     g.add_argument("--no_augment", action="store_true", help="switch off the flips and the temporal swap")
     g = p.add_argument_group("optimisation (published recipe by default)")
@@ -68,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=1e-3, help="(default 1e-3)")
     g.add_argument("--lr_decay", type=int, default=20, help="StepLR period in epochs (default 20)")
     g.add_argument("--gamma", type=float, default=0.5, help="lr decay factor (default 0.5)")
-    g.add_argument("--decay_type", default="step", help="step (default), step_E1_E2... or none")
+    g.add_argument("--decay_type", help="step (default), step_E1_E2... or none (--recipe small)")
     g.add_argument("--optimizer", default="ADAMax", choices=OPTIMIZERS, help="(default ADAMax)")
     g.add_argument("--weight_decay", type=float, default=0.0, help="(default 0)")
     g.add_argument(
         "--loss",
         help=f"loss string (default: the family's published loss, {DEFAULT_LOSSES['cdfi_adacof']} for CDFI, "
-        f"{DEFAULT_LOSSES['adacof']} for the AdaCoF family)",
+        f"{DEFAULT_LOSSES['adacof']} for the AdaCoF family; --recipe small: see docs/small_budget_training.md)",
     )
     g.add_argument("--vgg_weights", help="ImageNet VGG16 weights (torchvision file) for the VGG loss term")
     g.add_argument("--grad_clip", type=float, help="clip the gradient norm to this value (default off)")
@@ -120,17 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val_limit", type=int, help="use at most N validation triplets (evenly spaced)")
     g = p.add_argument_group("small-budget training (issue 11; defaults keep the published recipe)")
     g.add_argument(
-        "--init",
+        "--recipe",
         default="published",
+        choices=RECIPES,
+        help="defaults of the flags marked '--recipe small': published (default) or small (learns motion within "
+        "minutes on a CPU; flags given explicitly still win)",
+    )
+    g.add_argument(
+        "--init",
         choices=INITS,
-        help="weight init of a fresh start: published (PyTorch default, default) or he (He/Kaiming normal)",
+        help="weight init of a fresh start: published (PyTorch default, default) or he (He/Kaiming normal; "
+        "--recipe small)",
     )
     g.add_argument("--offset_init", type=float, default=0.0, help="start offsets at +-X px, off the integer kink")
     g.add_argument(
         "--motion_crop",
         type=float,
-        default=0.0,
-        help="probability of taking the crop with the most motion among --motion_candidates",
+        help="probability of taking the crop with the most motion among --motion_candidates (default 0; 0.5 "
+        "--recipe small)",
     )
     g.add_argument("--motion_candidates", type=int, default=8, help="(default 8)")
     g.add_argument(

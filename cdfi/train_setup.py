@@ -44,14 +44,41 @@ from models import make_model, variant_name
 
 __all__ = [
     "IDENTITY_ARGS",
+    "RECIPES",
+    "SMALL_LOSSES",
+    "SMALL_RECIPE",
     "TrainSetupError",
     "TrainingRun",
+    "apply_recipe",
     "check_args",
     "middlebury_items",
     "resolve_resume",
     "setup_run",
     "validation_items",
 ]
+
+RECIPES = ("published", "small")
+# Defaults of --recipe small (docs/small_budget_training.md); the published recipe's are in PUBLISHED_DEFAULTS.
+PUBLISHED_DEFAULTS: dict[str, Any] = {
+    "sampling": "trunc",
+    "init": "published",
+    "motion_crop": 0.0,
+    "decay_type": "step",
+}
+SMALL_RECIPE: dict[str, Any] = {
+    "sampling": "floor",
+    "init": "he",
+    "motion_crop": 0.5,
+    "decay_type": "none",
+    "crop": 128,
+}
+# The small recipe's losses: the published terms plus Warp; CDFI's VGG term is left out (no ImageNet
+# weights offline, and a small budget first needs PSNR).
+SMALL_LOSSES = {
+    "cdfi_adacof": "1*Charb+0.01*g_Spatial+1*Warp",
+    "adacof": DEFAULT_LOSSES["adacof"] + "+1*Warp",
+    "compressed_adacof": DEFAULT_LOSSES["compressed_adacof"] + "+1*Warp",
+}
 
 # Arguments that fix what a run is; a resumed run must agree on them.
 IDENTITY_ARGS = ("model", "kernel_size", "dilation", "sampling")
@@ -92,7 +119,8 @@ class TrainingRun:
 
 def setup_run(args: argparse.Namespace) -> TrainingRun:
     """Check ``args``, build everything and prepare the run folder (``args.json``); under torchrun this
-    joins the process group. Fills in ``args.kernel_size``, ``args.dilation`` and ``args.loss``."""
+    joins the process group. Fills in the recipe's defaults, ``args.kernel_size`` and ``args.dilation``."""
+    apply_recipe(args)
     check_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -118,7 +146,6 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
     uid = args.uid or variant_name(args.model, model.kernel_size, model.dilation)
     run_dir = Path(args.out_root) / uid
     resume_path = resolve_resume(args, run_dir)
-    args.loss = args.loss or DEFAULT_LOSSES[args.model]
     criterion = CompositeLoss(args.loss, args.vgg_weights)
     with torch.no_grad():
         probe = model.train()(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
@@ -190,6 +217,20 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
 
 
 # ----------------------------------------------------------------------------------------------- checks
+
+
+def apply_recipe(args: argparse.Namespace) -> None:
+    """Fill the options left unset (``None``) from ``args.recipe``: the published recipe's defaults, or
+    the small-budget ones. Options given on the command line are kept."""
+    recipe = getattr(args, "recipe", "published")
+    if recipe not in RECIPES:
+        raise TrainSetupError(f"unknown --recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
+    defaults = SMALL_RECIPE if recipe == "small" else PUBLISHED_DEFAULTS
+    for name, value in {**PUBLISHED_DEFAULTS, **defaults}.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    if args.loss is None:
+        args.loss = (SMALL_LOSSES if recipe == "small" else DEFAULT_LOSSES)[args.model]
 
 
 def check_args(args: argparse.Namespace) -> None:

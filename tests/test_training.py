@@ -4,6 +4,7 @@ DDP equals one process, NaN keeps the last good checkpoint, the issue-11 options
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from cdfi.checkpoint import load_checkpoint, load_model
 from cdfi.imageio import read_image
 from cdfi.losses import CompositeLoss
 from cdfi.run_log import RunLog
+from cdfi.train_setup import apply_recipe
 from cdfi.training import (
     FlowWarmStart,
     NonFiniteLossError,
@@ -413,3 +415,28 @@ def test_offset_init_and_per_head_lr() -> None:
     for name, p in model.named_parameters():
         expected = 3e-3 if ".moduleAlpha" in name else 5e-4 if ".moduleWeight1." in name else 1e-3
         assert by_id[id(p)] == pytest.approx(expected), name
+
+
+def test_small_recipe_sets_its_defaults_and_explicit_flags_win(tmp_path) -> None:
+    make_set(tmp_path / "data", test=2)
+    argv = ("--recipe", "small", "--crop", "32", "--batch_size", "2", "--max_steps", "1")
+    assert run_cli(tmp_path, *argv, "--model", "compressed_adacof") == 0
+    saved = json.loads((tmp_path / "mw" / "run" / "args.json").read_text())
+    expected = {"sampling": "floor", "init": "he", "motion_crop": 0.5, "decay_type": "none", "crop": 32}
+    assert {k: saved[k] for k in expected} == expected
+    assert saved["loss"] == LOSS  # run_cli passes --loss explicitly: it wins
+    assert load_checkpoint(tmp_path / "mw" / "run" / "checkpoints" / "last.pth").meta["sampling"] == "floor"
+    published = train.build_parser().parse_args(["--model", "cdfi_adacof"])
+    apply_recipe(published)
+    assert (published.sampling, published.init, published.crop, published.loss) == (
+        "trunc",
+        "published",
+        None,
+        "1*Charb+0.01*g_Spatial+0.005*VGG",
+    )
+    small = train.build_parser().parse_args(["--recipe", "small", "--sampling", "trunc", "--model", "cdfi_adacof"])
+    apply_recipe(small)
+    assert (small.sampling, small.init, small.crop, small.loss) == ("trunc", "he", 128, "1*Charb+0.01*g_Spatial+1*Warp")
+    compressed = train.build_parser().parse_args(["--recipe", "small", "--model", "compressed_adacof"])
+    apply_recipe(compressed)
+    assert compressed.loss == LOSS + "+1*Warp"
