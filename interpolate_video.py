@@ -45,29 +45,53 @@ def fps_arg(text: str) -> Fraction:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Video interpolation (slow motion) by a factor 2^k.")
-    p.add_argument("--input_video", "--input", dest="input_video", required=True,
-                   help="video file, or a folder of frames (any naming, sorted naturally)")
-    p.add_argument("--output_video", "--output", dest="output_video", default=None,
-                   help="output video (.mp4, .mkv, .mov, .avi, .m4v: H.264) or a folder of frames "
-                        "(default: <input name>_x<factor>.mp4 in the current folder)")
+    p.add_argument(
+        "--input_video",
+        "--input",
+        dest="input_video",
+        required=True,
+        help="video file, or a folder of frames (any naming, sorted naturally)",
+    )
+    p.add_argument(
+        "--output_video",
+        "--output",
+        dest="output_video",
+        default=None,
+        help="output video (.mp4, .mkv, .mov, .avi, .m4v: H.264) or a folder of frames "
+        "(default: <input name>_x<factor>.mp4 in the current folder)",
+    )
     p.add_argument("--factor", type=int, choices=FACTORS, default=2, help="frame-rate multiplier (default 2)")
-    p.add_argument("--fps", type=fps_arg, default=None,
-                   help="output frame rate (default: input rate times --factor)")
-    p.add_argument("--input_fps", type=fps_arg, default=None,
-                   help=f"frame rate of a frame-folder input (default {DEFAULT_INPUT_FPS})")
-    p.add_argument("--scene_threshold", type=float, default=None,
-                   help="treat a pair as a scene cut when the mean absolute difference of the two frames "
-                        "(0-255 scale) exceeds this, and copy frames instead of interpolating (default: off)")
+    p.add_argument("--fps", type=fps_arg, default=None, help="output frame rate (default: input rate times --factor)")
+    p.add_argument(
+        "--input_fps",
+        type=fps_arg,
+        default=None,
+        help=f"frame rate of a frame-folder input (default {DEFAULT_INPUT_FPS})",
+    )
+    p.add_argument(
+        "--scene_threshold",
+        type=float,
+        default=None,
+        help="treat a pair as a scene cut when the mean absolute difference of the two frames "
+        "(0-255 scale) exceeds this, and copy frames instead of interpolating (default: off)",
+    )
     p.add_argument("--gif", default=None, help="also write a short GIF preview of the output here")
     p.add_argument("--gif_frames", type=int, default=96, help="frames in the GIF preview (default 96)")
     p.add_argument("--img_format", default=".png", help="suffix of output frames in a folder (default .png)")
     p.add_argument("--zpad", type=int, default=5, help="digits of output frame numbers (default 5)")
     p.add_argument("--index_from", type=int, default=0, help="number of the first output frame (default 0)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 (lossless) to 51 (default 18)")
-    p.add_argument("--batch_size", type=int, default=1,
-                   help="pairs per model call (more is faster on GPUs and needs more memory; default 1)")
-    p.add_argument("--force", action="store_true",
-                   help="overwrite an existing output video or GIF, or restart a frame folder from scratch")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=1,
+        help="pairs per model call (more is faster on GPUs and needs more memory; default 1)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing output video or GIF, or restart a frame folder from scratch",
+    )
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     add_model_arguments(p)
     return p
@@ -214,8 +238,10 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable(args.gif, args.force)
         preview = GifPreview(args.gif, out_fps, max_frames=args.gif_frames)
     if (source.width % 2 or source.height % 2) and kind == "video":
-        print(f"note: {source.width}x{source.height} is odd; H.264 needs even sizes, so the last row/column "
-              "is repeated", file=sys.stderr)
+        print(
+            f"note: {source.width}x{source.height} is odd; H.264 needs even sizes, so the last row/column is repeated",
+            file=sys.stderr,
+        )
     interp = build_interpolator(args, checkpoint, args.batch_size)
     total = (source.count - 1) * args.factor + 1 if source.count else None
     sink = Sink(video, folder, preview)
@@ -245,8 +271,10 @@ def run(args: argparse.Namespace) -> int:
     if preview is not None:
         preview.save(args.force)
     what = f"{sink.count} frames" + (f", {cuts} scene cut(s) copied" if cuts else "")
-    print(f"wrote {out.resolve()} ({what} from {n_inputs} inputs, {source.width}x{source.height}, "
-          f"{float(out_fps):g} fps, {seconds:.1f} s)" + (f"; preview {Path(args.gif).resolve()}" if preview else ""))
+    print(
+        f"wrote {out.resolve()} ({what} from {n_inputs} inputs, {source.width}x{source.height}, "
+        f"{float(out_fps):g} fps, {seconds:.1f} s)" + (f"; preview {Path(args.gif).resolve()}" if preview else "")
+    )
     return 0
 
 
@@ -260,7 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
 
 
 if __name__ == "__main__":

@@ -47,12 +47,17 @@ def plot_densities(layers: Sequence[LayerDensity], path: Path, title: str, force
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Per-layer density report of a pruned checkpoint.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file (e.g. written by prune.py)")
-    p.add_argument("--out_dir", default=None,
-                   help="folder for <name>_sparsity.csv and .png (default: beside the checkpoint)")
+    p.add_argument(
+        "--out_dir", default=None, help="folder for <name>_sparsity.csv and .png (default: beside the checkpoint)"
+    )
     p.add_argument("--csv", default=None, help="CSV path (overrides --out_dir)")
     p.add_argument("--png", default=None, help="bar chart path (overrides --out_dir)")
-    p.add_argument("--threshold", type=float, default=0.0,
-                   help="count |w| > threshold as nonzero (default 0: exact zeros, as OBProxSG leaves them)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="count |w| > threshold as nonzero (default 0: exact zeros, as OBProxSG leaves them)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite existing CSV/PNG files")
     return p
 

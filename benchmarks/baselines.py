@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = []
     for name in names:
         model = BASELINES[name]()
-        results = [
-            evaluate_set(model, bench, None, limit=args.limit, print_rows=False) for bench in sets
-        ]
+        results = [evaluate_set(model, bench, None, limit=args.limit, print_rows=False) for bench in sets]
         write_results_json(Path(args.out_dir) / name / "results.json", results, {"baseline": name})
         for r in results:
             m = r.mean()

@@ -63,16 +63,17 @@ def check_variant(k: int, d: int, noise: list[float], seeds: int) -> dict:
     ties = spec_ties("compressed_adacof", k, d, small.arch)
     published = conv_widths(small)
     densities = published_densities(full, small)
-    print(f"\n== AdaCoF F{k}/D{d}: {len(graph.convs)} convolutions, "
-          f"{len(graph.free_groups())} free channel groups ==")
+    print(f"\n== AdaCoF F{k}/D{d}: {len(graph.convs)} convolutions, {len(graph.free_groups())} free channel groups ==")
     specs = {}
     for method in ("product", "sqrt"):
         widths = solve_widths(graph, densities, method=method, ties=ties)
         diff = differences(widths, published)
         changed = [(n, widths[n], published[n]) for n, v in diff if v]
         values = [v for _, v in diff]
-        print(f"{method:>7}: {len(changed)} of {len(diff)} layers differ from the published layout; "
-              f"mean |diff| {np.mean(values):.2f}, max {max(values)} channels")
+        print(
+            f"{method:>7}: {len(changed)} of {len(diff)} layers differ from the published layout; "
+            f"mean |diff| {np.mean(values):.2f}, max {max(values)} channels"
+        )
         for name, got, want in changed:
             print(f"          {name:<34} got {got[0]:>4}->{got[1]:<4} published {want[0]:>4}->{want[1]:<4}")
         specs[method] = arch_from_widths("compressed_adacof", k, d, small.arch, widths)
@@ -88,9 +89,11 @@ def check_variant(k: int, d: int, noise: list[float], seeds: int) -> dict:
                 means.append(np.mean(diff))
                 maxes.append(max(diff))
                 ratios.append(conv_params(full, widths) / target)
-            print(f"density noise sigma {sigma:.2f}, {method:>7}: mean |diff| {np.mean(means):.2f} channels, "
-                  f"worst layer {max(maxes)}, conv parameters {min(ratios):.2f}-{max(ratios):.2f}x the "
-                  f"published {target:,} (over {seeds} seeds)")
+            print(
+                f"density noise sigma {sigma:.2f}, {method:>7}: mean |diff| {np.mean(means):.2f} channels, "
+                f"worst layer {max(maxes)}, conv parameters {min(ratios):.2f}-{max(ratios):.2f}x the "
+                f"published {target:,} (over {seeds} seeds)"
+            )
     return specs
 
 

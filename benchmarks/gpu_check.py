@@ -67,8 +67,9 @@ def check_values(dev: torch.device) -> None:
                 name = f"cupy vs reference {str(dtype)[6:]} {rule}{' legacy' if legacy else ''}"
                 try:
                     t = make(2, 20, 5, 2, 24, 31, dtype, dev, seed=1)
-                    out, gs, g = run_grads(lambda *x, r=rule, lg=legacy: adacof_warp(
-                        *x, 2, sampling=r, legacy_grad=lg, backend="cupy"), t)
+                    out, gs, g = run_grads(
+                        lambda *x, r=rule, lg=legacy: adacof_warp(*x, 2, sampling=r, legacy_grad=lg, backend="cupy"), t
+                    )
                     # Reference in fp64 on the CPU from the same (rounded) values.
                     t64 = [x.double().cpu() for x in t]
                     g64 = g.double().cpu()
@@ -94,8 +95,13 @@ def check_values(dev: torch.device) -> None:
         name = f"cupy gradcheck float64 {rule}"
         try:
             t = [x.requires_grad_() for x in make(1, 3, 3, 2, 4, 5, torch.float64, dev, seed=2, off_integer=True)]
-            ok = torch.autograd.gradcheck(lambda *x, r=rule: adacof_warp(*x, 2, sampling=r, backend="cupy"), t,
-                                          eps=1e-6, atol=1e-6, nondet_tol=NONDET_TOL)
+            ok = torch.autograd.gradcheck(
+                lambda *x, r=rule: adacof_warp(*x, 2, sampling=r, backend="cupy"),
+                t,
+                eps=1e-6,
+                atol=1e-6,
+                nondet_tol=NONDET_TOL,
+            )
             report(name, bool(ok), "")
         except Exception:
             report(name, False, traceback.format_exc(limit=2).replace("\n", " | "))
@@ -145,8 +151,10 @@ def timings(dev: torch.device, sizes: list[tuple[int, int]], repeat: int) -> Non
 
                     fb = timed(both, repeat)
                     bwd = fb - fwd
-                    print(f"{f'{w}x{h}':>10s} {str(dtype)[6:]:>8s} {backend:>10s} {fwd * 1e3:9.2f} {bwd * 1e3:9.2f} "
-                          f"{bwd / fwd:8.2f}")
+                    print(
+                        f"{f'{w}x{h}':>10s} {str(dtype)[6:]:>8s} {backend:>10s} {fwd * 1e3:9.2f} {bwd * 1e3:9.2f} "
+                        f"{bwd / fwd:8.2f}"
+                    )
                 except Exception as exc:
                     print(f"{f'{w}x{h}':>10s} {str(dtype)[6:]:>8s} {backend:>10s} error: {exc!r}"[:200])
                 torch.cuda.empty_cache()

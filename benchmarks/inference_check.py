@@ -37,8 +37,10 @@ def gpu_checks() -> None:
     cpu = Interpolator(model, device="cpu", tile=None).interpolate(a, b)
     gpu = Interpolator(lively_model(), device="cuda", tile=None)
     out = gpu.interpolate(a, b)
-    print(f"cuda fp32 vs cpu fp32 (TF32 convs as default): {psnr(out, cpu):.1f} dB, max |diff| "
-          f"{float((out - cpu).abs().max()):.4f}")
+    print(
+        f"cuda fp32 vs cpu fp32 (TF32 convs as default): {psnr(out, cpu):.1f} dB, max |diff| "
+        f"{float((out - cpu).abs().max()):.4f}"
+    )
     for precision in ("fp16", "bf16"):
         low = Interpolator(lively_model(), device="cuda", tile=None, precision=precision).interpolate(a, b)
         print(f"cuda {precision} vs cuda fp32: {psnr(low, out):.1f} dB")
@@ -46,8 +48,10 @@ def gpu_checks() -> None:
     whole = Interpolator(lively_model(), device="cuda", tile=None).interpolate(big0, big1)
     for tile, overlap in ((256, 64), (256, 128), (512, 128)):
         tiled = Interpolator(lively_model(), device="cuda", tile=tile, overlap=overlap)
-        print(f"cuda 960x540 tiled {tile}/{overlap} vs untiled: {psnr(tiled.interpolate(big0, big1), whole):.1f} dB "
-              f"({tiled.calls} tiles)")
+        print(
+            f"cuda 960x540 tiled {tile}/{overlap} vs untiled: {psnr(tiled.interpolate(big0, big1), whole):.1f} dB "
+            f"({tiled.calls} tiles)"
+        )
     batch = Interpolator(lively_model(), device="cuda", tile=None, batch_size=4)
     pairs = [(a, b), (b, a), (a, a.flip(-1)), (b, b.roll(5, -1))]
     outs = batch.interpolate_batch(pairs)
@@ -64,8 +68,10 @@ def gpu_checks() -> None:
         start = time.perf_counter()
         res = interp.interpolate(f0, f1)
         torch.cuda.synchronize()
-        print(f"cuda CDFI 4K {precision}: {time.perf_counter() - start:.2f} s, tile {interp.tile_size(*UHD)}, "
-              f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, shape {tuple(res.shape)}")
+        print(
+            f"cuda CDFI 4K {precision}: {time.perf_counter() - start:.2f} s, tile {interp.tile_size(*UHD)}, "
+            f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, shape {tuple(res.shape)}"
+        )
 
 
 def cpu_4k_child(precision: str) -> None:
@@ -76,8 +82,10 @@ def cpu_4k_child(precision: str) -> None:
     start = time.perf_counter()
     out = interp.interpolate(f0, f1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"cpu CDFI 4K {precision}: {time.perf_counter() - start:.1f} s with {torch.get_num_threads()} threads, "
-          f"tile {interp.tile_size(*UHD)}, {interp.calls} tiles, peak RSS {peak:.2f} GiB, shape {tuple(out.shape)}")
+    print(
+        f"cpu CDFI 4K {precision}: {time.perf_counter() - start:.1f} s with {torch.get_num_threads()} threads, "
+        f"tile {interp.tile_size(*UHD)}, {interp.calls} tiles, peak RSS {peak:.2f} GiB, shape {tuple(out.shape)}"
+    )
 
 
 def main() -> int:

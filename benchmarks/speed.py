@@ -81,8 +81,9 @@ def _timed_warp(model: torch.nn.Module, device: torch.device, spent: list[float]
     model.warp_many = timed(model.warp_many)  # type: ignore[method-assign]
 
 
-def bench(variant: str, device: torch.device, precision: str, size: tuple[int, int], repeats: int,
-          tile: int | str | None) -> dict[str, Any]:
+def bench(
+    variant: str, device: torch.device, precision: str, size: tuple[int, int], repeats: int, tile: int | str | None
+) -> dict[str, Any]:
     """Time one configuration; returns a row of the table."""
     name, k, d = VARIANTS[variant]
     torch.manual_seed(0)
@@ -132,14 +133,23 @@ def device_label(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Seconds per interpolated frame of each variant, CPU and GPU.")
-    p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma-separated among {', '.join(VARIANTS)} (default: all)")
-    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
-                   help=f"comma-separated WIDTHxHEIGHT (default {DEFAULT_SIZES})")
+    p.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated among {', '.join(VARIANTS)} (default: all)"
+    )
+    p.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=parse_sizes(DEFAULT_SIZES),
+        help=f"comma-separated WIDTHxHEIGHT (default {DEFAULT_SIZES})",
+    )
     p.add_argument("--devices", default=None, help="cpu,cuda or one of them (default: cpu, plus cuda if present)")
-    p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
-                   help="fp32, bf16 (CPUs with native bf16, recent GPUs), fp16 (GPU), "
-                   "auto (default: bf16 on CPUs with native bf16, fp32 elsewhere)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", *PRECISIONS),
+        help="fp32, bf16 (CPUs with native bf16, recent GPUs), fp16 (GPU), "
+        "auto (default: bf16 on CPUs with native bf16, fp32 elsewhere)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration after a warm-up (default 1)")
     p.add_argument("--tile", default="auto", help="auto (tile only when memory requires), 0 (never) or a size")
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
@@ -147,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        print(f"error: unknown variant(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}",
-              file=sys.stderr)
+        print(
+            f"error: unknown variant(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}",
+            file=sys.stderr,
+        )
         return 1
     tile: int | str | None = args.tile if args.tile == "auto" else (int(args.tile) or None)
     names = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -167,15 +179,18 @@ def main(argv: list[str] | None = None) -> int:
                 row = bench(variant, dev, precisions[dev], size, args.repeats, tile)
                 rows.append(row)
                 tile_text = f"{row['tile']} px" if row["tile"] else "-"
-                print(f"| {variant} | {row['params']:,} | {dev.type} | {row['precision']} | {row['size']} | "
-                      f"{row['seconds']:.3f} | {row['fps']:.2f} | {row['warp_share']:.0%} | {tile_text} |",
-                      flush=True)
+                print(
+                    f"| {variant} | {row['params']:,} | {dev.type} | {row['precision']} | {row['size']} | "
+                    f"{row['seconds']:.3f} | {row['fps']:.2f} | {row['warp_share']:.0%} | {tile_text} |",
+                    flush=True,
+                )
     for dev in devices:
         print(f"\n{dev.type}: {device_label(dev)}; torch {torch.__version__}", end="")
     print()
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"devices": {str(d): device_label(d) for d in devices}, "rows": rows}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"devices": {str(d): device_label(d) for d in devices}, "rows": rows}, indent=1) + "\n"
+        )
     return 0
 
 

@@ -114,8 +114,9 @@ def conv_densities(state_dict: Mapping[str, torch.Tensor], threshold: float = 0.
         if not _is_conv_weight(key, value):
             continue
         nonzero = int((value.detach().abs() > threshold).sum())
-        layers.append(LayerDensity(key[: -len(".weight")], int(value.shape[1]), int(value.shape[0]),
-                                   nonzero, value.numel()))
+        layers.append(
+            LayerDensity(key[: -len(".weight")], int(value.shape[1]), int(value.shape[0]), nonzero, value.numel())
+        )
     if not layers:
         raise CompressionError("the state dict holds no convolution weights")
     return layers
@@ -213,19 +214,61 @@ class _Recorder(TorchDispatchMode):
 
 # Ops whose output has the channels of their first argument, one for one.
 _PRESERVE = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "gelu", "silu", "silu_", "hardtanh", "hardtanh_",
-    "leaky_relu", "leaky_relu_", "elu", "elu_", "_prelu_kernel", "hardsigmoid", "hardswish", "mish",
-    "avg_pool2d", "max_pool2d_with_indices", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-    "upsample_bilinear2d", "upsample_nearest2d", "upsample_bicubic2d", "_upsample_bilinear2d_aa",
-    "reflection_pad2d", "replication_pad2d", "_softmax", "_log_softmax", "clone", "detach", "alias",
-    "_to_copy", "native_dropout", "abs", "neg", "exp", "sqrt", "rsqrt", "pow", "clamp", "clamp_min",
-    "clamp_max", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training", "native_batch_norm",
-    "_native_batch_norm_legit_functional", "lift_fresh", "contiguous",
+    "relu",
+    "relu_",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "gelu",
+    "silu",
+    "silu_",
+    "hardtanh",
+    "hardtanh_",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "_prelu_kernel",
+    "hardsigmoid",
+    "hardswish",
+    "mish",
+    "avg_pool2d",
+    "max_pool2d_with_indices",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "upsample_bilinear2d",
+    "upsample_nearest2d",
+    "upsample_bicubic2d",
+    "_upsample_bilinear2d_aa",
+    "reflection_pad2d",
+    "replication_pad2d",
+    "_softmax",
+    "_log_softmax",
+    "clone",
+    "detach",
+    "alias",
+    "_to_copy",
+    "native_dropout",
+    "abs",
+    "neg",
+    "exp",
+    "sqrt",
+    "rsqrt",
+    "pow",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "_native_batch_norm_legit",
+    "_native_batch_norm_legit_no_training",
+    "native_batch_norm",
+    "_native_batch_norm_legit_functional",
+    "lift_fresh",
+    "contiguous",
 }
 _VIEWS = {"view", "reshape", "_unsafe_view", "unsqueeze", "expand", "alias", "_reshape_alias"}
 # Elementwise ops with broadcasting: equal channel counts are the same channels.
-_BROADCAST = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "where",
-              "rsub", "lerp"}
+_BROADCAST = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum", "where", "rsub", "lerp"}
 
 
 def _op_name(func: Any) -> str:
@@ -406,8 +449,9 @@ def trace_channel_graph(model: nn.Module, *example_inputs: Any) -> ChannelGraph:
     for k in width:
         root = uf.find(k)
         if root in root_ids and width[k] != groups[root_ids[root]].width:
-            raise CompressionError(f"inconsistent channel counts traced around {k}: {width[k]} vs "
-                                   f"{groups[root_ids[root]].width}")
+            raise CompressionError(
+                f"inconsistent channel counts traced around {k}: {width[k]} vs {groups[root_ids[root]].width}"
+            )
     for k, reason in fixed.items():
         root = uf.find(k)
         if root in root_ids and not groups[root_ids[root]].fixed:
@@ -542,14 +586,10 @@ def validate_widths(graph: ChannelGraph, widths: Mapping[str, tuple[int, int]]) 
             if w < 1:
                 raise CompressionError(f"{name}: {side} width must be at least 1, got {w}")
             if group.fixed and w != group.width:
-                raise CompressionError(
-                    f"{name}: {side} width {w} must stay {group.width} (fixed by {group.reason})"
-                )
+                raise CompressionError(f"{name}: {side} width {w} must stay {group.width} (fixed by {group.reason})")
             if gid in seen and seen[gid][0] != w:
                 other_w, other = seen[gid]
-                raise CompressionError(
-                    f"{name}: {side} width {w} does not connect to {other} ({other_w} channels)"
-                )
+                raise CompressionError(f"{name}: {side} width {w} does not connect to {other} ({other_w} channels)")
             seen.setdefault(gid, (w, f"{name} {side}"))
         if conv.groups > 1 and w_in != w_out:
             raise CompressionError(f"{name}: depthwise convolution needs equal widths, got {w_in} -> {w_out}")
@@ -562,9 +602,17 @@ def validate_widths(graph: ChannelGraph, widths: Mapping[str, tuple[int, int]]) 
 def _resized_conv(conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, c_in: int, c_out: int) -> nn.Module:
     groups = 1 if conv.groups == 1 else c_in
     return type(conv)(
-        c_in, c_out, conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-        groups=groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
-        device=conv.weight.device, dtype=conv.weight.dtype,
+        c_in,
+        c_out,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
     )
 
 
@@ -573,8 +621,15 @@ def _resized_follower(module: nn.Module, channels: int) -> nn.Module:
         return nn.PReLU(channels, device=module.weight.device, dtype=module.weight.dtype)
     bn = module
     ref = bn.weight if bn.weight is not None else bn.running_mean
-    return type(bn)(channels, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                    track_running_stats=bn.track_running_stats, device=ref.device, dtype=ref.dtype)
+    return type(bn)(
+        channels,
+        eps=bn.eps,
+        momentum=bn.momentum,
+        affine=bn.affine,
+        track_running_stats=bn.track_running_stats,
+        device=ref.device,
+        dtype=ref.dtype,
+    )
 
 
 def apply_widths(model: nn.Module, graph: ChannelGraph, widths: Mapping[str, tuple[int, int]]) -> nn.Module:
@@ -676,8 +731,9 @@ def arch_from_widths(
         if isinstance(m, nn.Conv2d) and mname in widths:
             got, want = (m.in_channels, m.out_channels), tuple(int(v) for v in widths[mname])
             if got != want:
-                raise CompressionError(f"{mname}: widths {want[0]}->{want[1]} do not connect; the spec gives "
-                                       f"{got[0]}->{got[1]}")
+                raise CompressionError(
+                    f"{mname}: widths {want[0]}->{want[1]} do not connect; the spec gives {got[0]}->{got[1]}"
+                )
     return spec
 
 
@@ -711,8 +767,16 @@ REPORT_COLUMNS = ("layer", "c_in", "c_out", "nonzero", "total", "density", "redu
 def report_rows(layers: Sequence[LayerDensity]) -> list[dict[str, Any]]:
     """One dict per layer with the report's columns."""
     return [
-        {"layer": d.name, "c_in": d.c_in, "c_out": d.c_out, "nonzero": d.nonzero, "total": d.total,
-         "density": d.density, "reduced_in": d.reduced_in, "reduced_out": d.reduced_out}
+        {
+            "layer": d.name,
+            "c_in": d.c_in,
+            "c_out": d.c_out,
+            "nonzero": d.nonzero,
+            "total": d.total,
+            "density": d.density,
+            "reduced_in": d.reduced_in,
+            "reduced_out": d.reduced_out,
+        }
         for d in layers
     ]
 
@@ -722,11 +786,14 @@ def format_report(layers: Sequence[LayerDensity]) -> str:
     width = max(len("layer"), *(len(d.name) for d in layers))
     lines = [f"{'layer':<{width}}  {'c_in':>5} {'c_out':>5}  {'density':>8}  {'in_':>5} {'out_':>5}"]
     for d in layers:
-        lines.append(f"{d.name:<{width}}  {d.c_in:>5} {d.c_out:>5}  {d.density:>8.4f}  "
-                     f"{d.reduced_in:>5} {d.reduced_out:>5}")
+        lines.append(
+            f"{d.name:<{width}}  {d.c_in:>5} {d.c_out:>5}  {d.density:>8.4f}  {d.reduced_in:>5} {d.reduced_out:>5}"
+        )
     nonzero, total = sum(d.nonzero for d in layers), sum(d.total for d in layers)
-    lines.append(f"{'all convolutions':<{width}}  {'':>5} {'':>5}  {nonzero / total:>8.4f}  "
-                 f"({nonzero:,} of {total:,} weights nonzero)")
+    lines.append(
+        f"{'all convolutions':<{width}}  {'':>5} {'':>5}  {nonzero / total:>8.4f}  "
+        f"({nonzero:,} of {total:,} weights nonzero)"
+    )
     return "\n".join(lines)
 
 
@@ -754,8 +821,9 @@ def read_report_csv(path: str | Path) -> list[LayerDensity]:
     layers = []
     for line, row in enumerate(reader, start=2):
         try:
-            layer = LayerDensity(row["layer"], int(row["c_in"]), int(row["c_out"]), int(row["nonzero"]),
-                                 int(row["total"]))
+            layer = LayerDensity(
+                row["layer"], int(row["c_in"]), int(row["c_out"]), int(row["nonzero"]), int(row["total"])
+            )
         except (TypeError, ValueError):
             raise CompressionError(f"{path}:{line}: bad numbers in row {row}") from None
         if not 0 <= layer.nonzero <= layer.total or layer.total <= 0:
@@ -821,8 +889,7 @@ def compress_variant(
     slots = spec_slots(out_name, kernel_size, dilation, spec)
     ties = spec_ties(out_name, kernel_size, dilation, spec)
     unexpressed = [c for c in graph.convs if c not in slots]  # widths the spec format cannot change
-    widths = solve_widths(graph, densities, method=method, ties=ties, keep_outputs=unexpressed,
-                          balance=balance)
+    widths = solve_widths(graph, densities, method=method, ties=ties, keep_outputs=unexpressed, balance=balance)
     validate_widths(graph, widths)
     new_spec = arch_from_widths(out_name, kernel_size, dilation, spec, widths)
     small = _meta_model(out_name, kernel_size, dilation, new_spec)

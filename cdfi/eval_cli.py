@@ -40,27 +40,47 @@ def build_parser(family: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (CPU when no GPU is available)")
     p.add_argument("--kernel_size", type=int, default=k, help=f"kernel size F (default {k})")
     p.add_argument("--dilation", type=int, default=d, help=f"dilation D (default {d})")
-    p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file (default: the published file under checkpoints/)")
-    p.add_argument("--data_root", default=None,
-                   help="folder holding middlebury_others/ and ucf101_interp_ours/ "
-                        "(default: $CDFI_DATA_ROOT, else test_data/)")
-    p.add_argument("--vimeo_dir", default=None,
-                   help="Vimeo-90K triplet folder (tri_testlist.txt, sequences/); adds the vimeo90k set")
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint file (default: the published file under checkpoints/)"
+    )
+    p.add_argument(
+        "--data_root",
+        default=None,
+        help="folder holding middlebury_others/ and ucf101_interp_ours/ (default: $CDFI_DATA_ROOT, else test_data/)",
+    )
+    p.add_argument(
+        "--vimeo_dir",
+        default=None,
+        help="Vimeo-90K triplet folder (tri_testlist.txt, sequences/); adds the vimeo90k set",
+    )
     p.add_argument("--out_dir", default=None, help="output folder (default: the published test_output/<variant>)")
-    p.add_argument("--datasets", default=None,
-                   help=f"comma-separated sets among {','.join(BENCHMARK_SETS)} "
-                        "(default: middlebury,ucf101, plus vimeo90k with --vimeo_dir)")
+    p.add_argument(
+        "--datasets",
+        default=None,
+        help=f"comma-separated sets among {','.join(BENCHMARK_SETS)} "
+        "(default: middlebury,ucf101, plus vimeo90k with --vimeo_dir)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of each set")
-    p.add_argument("--save_grid", action="store_true",
-                   help="also write grid.png per item: input A, prediction, ground truth, input C, error map")
-    p.add_argument("--lpips_net", choices=tuple(BACKBONES), default="squeeze",
-                   help="LPIPS backbone (published: squeeze)")
-    p.add_argument("--lpips_backbone", default=None,
-                   help="ImageNet weights of the LPIPS backbone (torchvision state dict); "
-                        "default: torchvision's cache, else LPIPS is n/a")
-    p.add_argument("--lpips_convention", choices=CONVENTIONS, default="published",
-                   help="published: [0,1] images fed to LPIPS as the paper did; standard: mapped to [-1,1]")
+    p.add_argument(
+        "--save_grid",
+        action="store_true",
+        help="also write grid.png per item: input A, prediction, ground truth, input C, error map",
+    )
+    p.add_argument(
+        "--lpips_net", choices=tuple(BACKBONES), default="squeeze", help="LPIPS backbone (published: squeeze)"
+    )
+    p.add_argument(
+        "--lpips_backbone",
+        default=None,
+        help="ImageNet weights of the LPIPS backbone (torchvision state dict); "
+        "default: torchvision's cache, else LPIPS is n/a",
+    )
+    p.add_argument(
+        "--lpips_convention",
+        choices=CONVENTIONS,
+        default="published",
+        help="published: [0,1] images fed to LPIPS as the paper did; standard: mapped to [-1,1]",
+    )
     add_precision_argument(p, default="fp32")
     p.add_argument("--force", action="store_true", help="overwrite an existing results.json in --out_dir")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -84,8 +104,9 @@ def _set_keys(flag: str | None, vimeo_dir: str | None) -> list[str]:
     keys = [k.strip() for k in flag.split(",") if k.strip()]
     unknown = [k for k in keys if k not in BENCHMARK_SETS]
     if unknown or not keys:
-        raise ValueError(f"--datasets: unknown set(s) {', '.join(unknown) or '(none)'}; "
-                         f"choose from {', '.join(BENCHMARK_SETS)}")
+        raise ValueError(
+            f"--datasets: unknown set(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCHMARK_SETS)}"
+        )
     return keys
 
 
@@ -119,9 +140,17 @@ def _run(family: str, args: argparse.Namespace) -> int:
         lpips_model = lpips_model.to(device)
     results: list[SetResult] = []
     for bench in sets:
-        result = evaluate_set(model, bench, out_dir, limit=args.limit, device=device, lpips_model=lpips_model,
-                              save_grid=args.save_grid, autocast=lambda: autocast(device, precision),
-                              progress=not args.no_progress)
+        result = evaluate_set(
+            model,
+            bench,
+            out_dir,
+            limit=args.limit,
+            device=device,
+            lpips_model=lpips_model,
+            save_grid=args.save_grid,
+            autocast=lambda: autocast(device, precision),
+            progress=not args.no_progress,
+        )
         results.append(result)
         print(result.summary(), flush=True)
     meta = {
@@ -140,4 +169,3 @@ def _run(family: str, args: argparse.Namespace) -> int:
     path = write_results_json(out_dir / "results.json", results, meta, force=True)
     print(f"results: {path}")
     return 0 if all(r.rows for r in results) else 1
-

@@ -69,16 +69,20 @@ class SetResult:
         m = self.mean()
         if not m["items"]:
             return f"{self.name}: no item could be scored (0 of {self.total})"
-        return (f"{self.name}: mean over {m['items']} of {self.total} items: PSNR {m['psnr']:.2f}  "
-                f"SSIM {m['ssim']:.4f}  LPIPS {_fmt_lpips(m['lpips'])}")
+        return (
+            f"{self.name}: mean over {m['items']} of {self.total} items: PSNR {m['psnr']:.2f}  "
+            f"SSIM {m['ssim']:.4f}  LPIPS {_fmt_lpips(m['lpips'])}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (non-finite numbers become ``null``)."""
-        return _finite({
-            "items": [asdict(r) for r in self.rows],
-            "skipped": [{"name": n, "reason": why} for n, why in self.skipped],
-            "mean": self.mean(),
-        })
+        return _finite(
+            {
+                "items": [asdict(r) for r in self.rows],
+                "skipped": [{"name": n, "reason": why} for n, why in self.skipped],
+                "mean": self.mean(),
+            }
+        )
 
 
 def _fmt_lpips(value: float | None) -> str:
@@ -105,8 +109,7 @@ def error_heatmap(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).float()
 
 
-def _write_grid(path: Path, frame0: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor,
-                frame2: torch.Tensor) -> None:
+def _write_grid(path: Path, frame0: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, frame2: torch.Tensor) -> None:
     """Input A, prediction, ground truth, input C and the error heat map, side by side."""
     write_image(path, torch.cat([frame0, pred, gt, frame2, error_heatmap(pred, gt)], dim=2))
 
@@ -149,7 +152,7 @@ def evaluate_items(
         for item in bar:
             try:
                 frame0, frame2, gt = _read_item(item)
-                with torch.no_grad(), (autocast() if autocast else contextlib.nullcontext()):
+                with torch.no_grad(), autocast() if autocast else contextlib.nullcontext():
                     out = model(frame0[None].to(device), frame2[None].to(device))
                 pred = out["frame1"] if isinstance(out, dict) else out
                 pred = pred[0].float().cpu()
@@ -170,28 +173,31 @@ def evaluate_items(
             if lpips_model is not None:
                 with torch.no_grad():
                     lpips_value = float(lpips_model(pred[None].to(device), gt[None].to(device)).item())
-            row = ItemResult(item.name, psnr(gt, pred), ssim(gt, pred), lpips_value,
-                             str(output) if output else None)
+            row = ItemResult(item.name, psnr(gt, pred), ssim(gt, pred), lpips_value, str(output) if output else None)
             result.rows.append(row)
             if print_rows:
-                tqdm.write(f"{name}/{row.name}: PSNR {row.psnr:.2f}  SSIM {row.ssim:.4f}  "
-                           f"LPIPS {_fmt_lpips(row.lpips)}", file=sys.stdout)
+                tqdm.write(
+                    f"{name}/{row.name}: PSNR {row.psnr:.2f}  SSIM {row.ssim:.4f}  LPIPS {_fmt_lpips(row.lpips)}",
+                    file=sys.stdout,
+                )
     finally:
         bar.close()
         model.train(was_training)
     return result
 
 
-def evaluate_set(model: nn.Module, bench: BenchmarkSet, out_root: str | Path | None, *,
-                 limit: int | None = None, **kwargs: Any) -> SetResult:
+def evaluate_set(
+    model: nn.Module, bench: BenchmarkSet, out_root: str | Path | None, *, limit: int | None = None, **kwargs: Any
+) -> SetResult:
     """``evaluate_items`` on a benchmark set (first ``limit`` items), writing to ``out_root/<set folder>``."""
     items = bench.items[:limit] if limit is not None else bench.items
     out_dir = Path(out_root) / bench.folder if out_root is not None else None
     return evaluate_items(model, items, out_dir, name=bench.key, **kwargs)
 
 
-def write_results_json(path: str | Path, results: Iterable[SetResult], meta: dict[str, Any] | None = None,
-                       force: bool = True) -> Path:
+def write_results_json(
+    path: str | Path, results: Iterable[SetResult], meta: dict[str, Any] | None = None, force: bool = True
+) -> Path:
     """Write ``{"meta": ..., "sets": {name: {items, skipped, mean}}}`` atomically."""
     payload = {"meta": _finite(meta or {}), "sets": {r.name: r.to_dict() for r in results}}
     atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n", force)

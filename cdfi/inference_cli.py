@@ -35,22 +35,42 @@ def tile_arg(text: str) -> int | str | None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Checkpoint and variant flags (published names), device, precision and tiling."""
     g = parser.add_argument_group("model")
-    g.add_argument("--checkpoint", default=None,
-                   help="checkpoint file (default: checkpoints/CDFI_adacof.pth, else this project's shipped one)")
-    g.add_argument("--model", choices=list_models(), default=None,
-                   help="model family; default: detected from the checkpoint")
-    g.add_argument("--kernel_size", type=int, default=None,
-                   help="kernel size F; default: detected from the checkpoint (CDFI_adacof.pth holds 11)")
-    g.add_argument("--dilation", type=int, default=None,
-                   help="dilation D; default: detected from the checkpoint (CDFI_adacof.pth holds 2)")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint file (default: checkpoints/CDFI_adacof.pth, else this project's shipped one)",
+    )
+    g.add_argument(
+        "--model", choices=list_models(), default=None, help="model family; default: detected from the checkpoint"
+    )
+    g.add_argument(
+        "--kernel_size",
+        type=int,
+        default=None,
+        help="kernel size F; default: detected from the checkpoint (CDFI_adacof.pth holds 11)",
+    )
+    g.add_argument(
+        "--dilation",
+        type=int,
+        default=None,
+        help="dilation D; default: detected from the checkpoint (CDFI_adacof.pth holds 2)",
+    )
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     r.add_argument("--gpu_id", type=int, default=None, help="published flag: same as --device cuda:N")
     add_precision_argument(r, default="auto")
-    r.add_argument("--tile", type=tile_arg, default="auto",
-                   help="tile size in px for large frames: auto (only when memory requires), 0 (never), or N")
-    r.add_argument("--tile_overlap", type=int, default=DEFAULT_OVERLAP,
-                   help=f"overlap of neighbouring tiles in px (default {DEFAULT_OVERLAP})")
+    r.add_argument(
+        "--tile",
+        type=tile_arg,
+        default="auto",
+        help="tile size in px for large frames: auto (only when memory requires), 0 (never), or N",
+    )
+    r.add_argument(
+        "--tile_overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help=f"overlap of neighbouring tiles in px (default {DEFAULT_OVERLAP})",
+    )
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -65,8 +85,15 @@ def build_interpolator(args: argparse.Namespace, checkpoint: Path, batch_size: i
     device = pick_device(f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device)
     precision = resolve_precision(args.precision, device)
     interp = Interpolator.from_checkpoint(
-        checkpoint, args.model, args.kernel_size, args.dilation,
-        device=device, precision=precision, tile=args.tile, overlap=args.tile_overlap, batch_size=batch_size,
+        checkpoint,
+        args.model,
+        args.kernel_size,
+        args.dilation,
+        device=device,
+        precision=precision,
+        tile=args.tile,
+        overlap=args.tile_overlap,
+        batch_size=batch_size,
     )
     print(f"model {interp.variant} from {checkpoint} on {device} ({precision})", file=sys.stderr)
     return interp

@@ -260,8 +260,12 @@ class Interpolator:
         check_pair(frame0, frame1)
         single = frame0.dim() == 3
         a, b = _as_batch(frame0, "frame0"), _as_batch(frame1, "frame1")
-        out = torch.cat([self._run(a[i : i + self.batch_size], b[i : i + self.batch_size]).to(frame0.device)
-                         for i in range(0, a.shape[0], self.batch_size)])
+        out = torch.cat(
+            [
+                self._run(a[i : i + self.batch_size], b[i : i + self.batch_size]).to(frame0.device)
+                for i in range(0, a.shape[0], self.batch_size)
+            ]
+        )
         return out[0] if single else out
 
     def interpolate_batch(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:

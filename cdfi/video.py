@@ -42,8 +42,9 @@ def natural_key(name: str) -> list[Any]:
 
 def list_frame_files(folder: Path) -> list[Path]:
     """Image files of a folder (hidden files skipped), in natural order."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-             and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 

@@ -29,8 +29,18 @@ __all__ = [
 MIDDLEBURY_DIR = "middlebury_others"
 UCF101_DIR = "ucf101_interp_ours"
 MIDDLEBURY_SEQUENCES = (
-    "Beanbags", "Dimetrodon", "DogDance", "Grove2", "Grove3", "Hydrangea",
-    "MiniCooper", "RubberWhale", "Urban2", "Urban3", "Venus", "Walking",
+    "Beanbags",
+    "Dimetrodon",
+    "DogDance",
+    "Grove2",
+    "Grove3",
+    "Hydrangea",
+    "MiniCooper",
+    "RubberWhale",
+    "Urban2",
+    "Urban3",
+    "Venus",
+    "Walking",
 )
 UCF101_FOLDERS = tuple(str(n) for n in range(1, 3782, 10))
 
@@ -74,11 +84,17 @@ def middlebury_items(data_root: str | Path) -> list[BenchmarkItem]:
 
     Layout: ``input/<seq>/frame10.png``, ``input/<seq>/frame11.png``, ``gt/<seq>/frame10i11.png``.
     """
-    root = _require_dir(Path(data_root) / MIDDLEBURY_DIR, "Middlebury 'other'",
-                        "run test_data/download.py or pass --data_root")
+    root = _require_dir(
+        Path(data_root) / MIDDLEBURY_DIR, "Middlebury 'other'", "run test_data/download.py or pass --data_root"
+    )
     return [
-        BenchmarkItem(seq, root / "input" / seq / "frame10.png", root / "input" / seq / "frame11.png",
-                      root / "gt" / seq / "frame10i11.png", "frame10i11.png")
+        BenchmarkItem(
+            seq,
+            root / "input" / seq / "frame10.png",
+            root / "input" / seq / "frame11.png",
+            root / "gt" / seq / "frame10i11.png",
+            "frame10i11.png",
+        )
         for seq in MIDDLEBURY_SEQUENCES
     ]
 
@@ -87,8 +103,9 @@ def ucf101_items(data_root: str | Path) -> list[BenchmarkItem]:
     """The 379 UCF101-DVF triplets ``<n>/frame_00.png``, ``frame_02.png``, ``frame_01_gt.png``, n = 1, 11, .., 3781."""
     root = _require_dir(Path(data_root) / UCF101_DIR, "UCF101-DVF", "run test_data/download.py or pass --data_root")
     return [
-        BenchmarkItem(n, root / n / "frame_00.png", root / n / "frame_02.png", root / n / "frame_01_gt.png",
-                      "frame_01.png")
+        BenchmarkItem(
+            n, root / n / "frame_00.png", root / n / "frame_02.png", root / n / "frame_01_gt.png", "frame_01.png"
+        )
         for n in UCF101_FOLDERS
     ]
 
@@ -113,8 +130,9 @@ def vimeo_test_items(vimeo_dir: str | Path) -> list[BenchmarkItem]:
 BENCHMARK_SETS = {"middlebury": MIDDLEBURY_DIR, "ucf101": UCF101_DIR, "vimeo90k": "vimeo90k_test"}
 
 
-def load_benchmark_set(key: str, data_root: str | Path | None = None,
-                       vimeo_dir: str | Path | None = None) -> BenchmarkSet:
+def load_benchmark_set(
+    key: str, data_root: str | Path | None = None, vimeo_dir: str | Path | None = None
+) -> BenchmarkSet:
     """The set called ``key`` (``middlebury``, ``ucf101``, ``vimeo90k``).
 
     Middlebury and UCF101 live under ``data_root`` (default: ``resolve_data_root``); Vimeo-90K needs

@@ -64,8 +64,9 @@ def _load_lin_weights(net: str, path: Path) -> list[torch.Tensor]:
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance between image batches in [0, 1]; returns one value per image (N,)."""
 
-    def __init__(self, backbone: FeatureTaps, net: str, lin_weights: list[torch.Tensor],
-                 convention: str = "published") -> None:
+    def __init__(
+        self, backbone: FeatureTaps, net: str, lin_weights: list[torch.Tensor], convention: str = "published"
+    ) -> None:
         super().__init__()
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown LPIPS convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
@@ -92,16 +93,18 @@ class LPIPS(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Distance between ``x`` and ``y``, both (N, 3, H, W) in [0, 1]; shape (N,)."""
         if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"LPIPS needs two (N, 3, H, W) batches of equal shape, got "
-                             f"{tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"LPIPS needs two (N, 3, H, W) batches of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         total = x.new_zeros(x.shape[0])
         for fx, fy, lin in zip(self._features(x), self._features(y), self.lins, strict=True):
             total = total + lin((fx - fy) ** 2).mean(dim=(1, 2, 3))
         return total
 
 
-def build_lpips(net: str = "squeeze", backbone_path: str | Path | None = None,
-                convention: str = "published") -> LPIPS | None:
+def build_lpips(
+    net: str = "squeeze", backbone_path: str | Path | None = None, convention: str = "published"
+) -> LPIPS | None:
     """Build LPIPS v0.1, or return ``None`` (LPIPS "n/a") when weights are not available.
 
     An explicit ``backbone_path`` must be a valid weight file (``BackboneError`` otherwise). Without
@@ -122,8 +125,10 @@ def build_lpips(net: str = "squeeze", backbone_path: str | Path | None = None,
     if backbone_path is None:
         cached = cached_weights_path(net)
         if not cached.is_file():
-            _warn(f"LPIPS n/a: no ImageNet weights for the {net} backbone (pass --lpips_backbone PATH "
-                  f"or place {cached.name} in {cached.parent})")
+            _warn(
+                f"LPIPS n/a: no ImageNet weights for the {net} backbone (pass --lpips_backbone PATH "
+                f"or place {cached.name} in {cached.parent})"
+            )
             return None
         backbone_path = cached
     return LPIPS(load_backbone(net, backbone_path), net, lin_weights, convention)

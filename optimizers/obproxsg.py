@@ -211,9 +211,7 @@ class OBProxSG(_L1Optimizer):
         mine = {"epochSize": self.epochSize, "Np": self.Np, "No": "inf" if self.No is None else self.No}
         for key, value in mine.items():
             if saved.get(key) != value:
-                raise ValueError(
-                    f"saved OBProxSG state has {key}={saved.get(key)!r} but this optimizer has {value!r}"
-                )
+                raise ValueError(f"saved OBProxSG state has {key}={saved.get(key)!r} but this optimizer has {value!r}")
         step_count = _count("step_count", saved.get("step_count"), minimum=0)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != _STATE_KEY})
         for group in self.param_groups:

@@ -133,8 +133,15 @@ def fetch(url: str, target: Path, progress: bool) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, part.open("wb") as out:
             size = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=size, unit="B", unit_scale=True, desc=target.name, file=sys.stderr,
-                      disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=size,
+                unit="B",
+                unit_scale=True,
+                desc=target.name,
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
@@ -144,14 +151,15 @@ def fetch(url: str, target: Path, progress: bool) -> Path:
             reason = f"HTTP {exc.code} {exc.reason}"
         else:
             reason = getattr(exc, "reason", None) or exc
-        raise DownloadError(f"cannot download {url}: {reason} (without internet: fetch {target.name} by hand, "
-                            "see test_data/README.md, and pass --archive_dir DIR)") from None
+        raise DownloadError(
+            f"cannot download {url}: {reason} (without internet: fetch {target.name} by hand, "
+            "see test_data/README.md, and pass --archive_dir DIR)"
+        ) from None
     os.replace(part, target)
     return target
 
 
-def _archive(source: Source, mirror: str | None, archive_dir: Path | None, downloads: Path,
-             progress: bool) -> Path:
+def _archive(source: Source, mirror: str | None, archive_dir: Path | None, downloads: Path, progress: bool) -> Path:
     """A local copy of the archive: from ``archive_dir`` if there, else downloaded."""
     if archive_dir is not None and (archive_dir / source.filename).is_file():
         return archive_dir / source.filename
@@ -163,8 +171,16 @@ def _archive(source: Source, mirror: str | None, archive_dir: Path | None, downl
     return fetch(url, cached, progress)
 
 
-def arrange(key: str, dest: Path, *, mirror: str | None, archive_dir: Path | None, manifest: dict[str, str] | None,
-            force: bool, progress: bool) -> Path:
+def arrange(
+    key: str,
+    dest: Path,
+    *,
+    mirror: str | None,
+    archive_dir: Path | None,
+    manifest: dict[str, str] | None,
+    force: bool,
+    progress: bool,
+) -> Path:
     """Download (or reuse) the archives of set ``key``, extract the needed files, verify, move in place."""
     folder, make_targets = SETS[key]
     final = dest / folder
@@ -227,8 +243,10 @@ def _verify(staging: Path, folder: str, targets: dict[str, object], manifest: di
         if sha256(staging / rel) != expected:
             bad.append(rel)
     if bad:
-        raise DownloadError(f"checksum mismatch for {len(bad)} file(s) of {folder}, e.g. {folder}/{bad[0]}; "
-                            "the download is corrupt or the upstream archive changed (--skip_checksums keeps it)")
+        raise DownloadError(
+            f"checksum mismatch for {len(bad)} file(s) of {folder}, e.g. {folder}/{bad[0]}; "
+            "the download is corrupt or the upstream archive changed (--skip_checksums keeps it)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,8 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_archives", action="store_true", help="keep the downloaded archives in DEST/.downloads")
     p.add_argument("--force", action="store_true", help="replace set folders that already exist")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
-    p.add_argument("--write_manifest", default=None, metavar="DATA_ROOT",
-                   help="maintainers: write --manifest from a complete arranged copy and exit")
+    p.add_argument(
+        "--write_manifest",
+        default=None,
+        metavar="DATA_ROOT",
+        help="maintainers: write --manifest from a complete arranged copy and exit",
+    )
     return p
 
 
@@ -257,15 +279,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = [k.strip() for k in args.sets.split(",") if k.strip()]
         unknown = [k for k in keys if k not in SETS]
         if unknown or not keys:
-            raise DownloadError(f"--sets: unknown set(s) {', '.join(unknown) or '(none)'}; choose from "
-                                f"{', '.join(SETS)}")
+            raise DownloadError(
+                f"--sets: unknown set(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SETS)}"
+            )
         dest = Path(args.dest)
         dest.mkdir(parents=True, exist_ok=True)
         manifest = None if args.skip_checksums else read_manifest(Path(args.manifest))
         archive_dir = Path(args.archive_dir) if args.archive_dir else None
         for key in keys:
-            final = arrange(key, dest, mirror=args.mirror, archive_dir=archive_dir, manifest=manifest,
-                            force=args.force, progress=not args.no_progress)
+            final = arrange(
+                key,
+                dest,
+                mirror=args.mirror,
+                archive_dir=archive_dir,
+                manifest=manifest,
+                force=args.force,
+                progress=not args.no_progress,
+            )
             print(f"{key}: {final}" + ("" if manifest is None else " (checksums verified)"))
         if not args.keep_archives:
             shutil.rmtree(dest / ".downloads", ignore_errors=True)

@@ -30,7 +30,10 @@ def test_published_format_round_trip(tmp_path: Path, compressed: torch.nn.Module
     assert ckpt.epoch == 7 and ckpt.is_published_format
     model = load_model(path)
     assert (model.model_name, model.kernel_size, model.dilation, model.sampling) == (
-        "compressed_adacof", 5, 1, "trunc",
+        "compressed_adacof",
+        5,
+        1,
+        "trunc",
     )
     assert not model.training
     assert _same_weights(model, compressed)

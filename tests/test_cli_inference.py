@@ -80,12 +80,25 @@ def video(*args: str | Path) -> list[str]:
 # --- interpolate_twoframe.py ---------------------------------------------------------------------
 
 
-def test_twoframe_matches_model(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_twoframe_matches_model(
+    tmp_path: Path, ckpt: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
     out = tmp_path / "mid.png"
-    argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out), "--checkpoint", str(ckpt),
-            "--device", "cpu", "--precision", "fp32"]  # the reference: fp32 on the CPU (GPUs use TF32)
+    argv = [
+        "--first_frame",
+        str(a),
+        "--second_frame",
+        str(b),
+        "--output_frame",
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]  # the reference: fp32 on the CPU (GPUs use TF32)
     assert interpolate_twoframe.main(argv) == 0
     assert f"wrote {out.resolve()} ({W}x{H}" in capsys.readouterr().out
     got = load_rgb(out)
@@ -100,8 +113,9 @@ def test_twoframe_matches_model(tmp_path: Path, ckpt: Path, frames: list[torch.T
     assert interpolate_twoframe.main([*argv, "--force"]) == 0
 
 
-def test_twoframe_without_arguments_uses_bundled_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_twoframe_without_arguments_uses_bundled_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``make demo``: no arguments, the published default checkpoint missing, the shipped one used."""
     ckpt_dir = tmp_path / "checkpoints"
     ckpt_dir.mkdir()
@@ -135,8 +149,9 @@ def _bad_images(folder: Path) -> dict[str, tuple[Path, str]]:
     return {"gray": (gray, "gray"), "rgba": (rgba, "RGBA"), "deep": (deep, "16"), "broken": (broken, "not a readable")}
 
 
-def test_twoframe_bad_inputs(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_twoframe_bad_inputs(
+    tmp_path: Path, ckpt: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     good = save_rgb(tmp_path / "good.png", frames[0])
     other = save_rgb(tmp_path / "other.png", torch.rand(3, H, W + 1))
     out = tmp_path / "out.png"
@@ -144,8 +159,16 @@ def test_twoframe_bad_inputs(tmp_path: Path, ckpt: Path, frames: list[torch.Tens
     cases["size"] = (other, "differ in size")
     cases["missing"] = (tmp_path / "missing.png", "no such file")
     for name, (path, phrase) in cases.items():
-        argv = ["--first_frame", str(good), "--second_frame", str(path), "--output_frame", str(out),
-                "--checkpoint", str(ckpt)]
+        argv = [
+            "--first_frame",
+            str(good),
+            "--second_frame",
+            str(path),
+            "--output_frame",
+            str(out),
+            "--checkpoint",
+            str(ckpt),
+        ]
         assert interpolate_twoframe.main(argv) == 1, name
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
@@ -167,8 +190,20 @@ def test_twoframe_odd_size_and_tiling(tmp_path: Path, ckpt: Path) -> None:
     outs = {}
     for tile in ("0", "96"):
         outs[tile] = tmp_path / f"out_{tile}.png"
-        argv = ["--first_frame", str(fa), "--second_frame", str(fb), "--output_frame", str(outs[tile]),
-                "--checkpoint", str(ckpt), "--tile", tile, "--tile_overlap", "32"]
+        argv = [
+            "--first_frame",
+            str(fa),
+            "--second_frame",
+            str(fb),
+            "--output_frame",
+            str(outs[tile]),
+            "--checkpoint",
+            str(ckpt),
+            "--tile",
+            tile,
+            "--tile_overlap",
+            "32",
+        ]
         assert interpolate_twoframe.main(argv) == 0
     untiled, tiled = load_rgb(outs["0"]), load_rgb(outs["96"])
     assert untiled.shape == tiled.shape == (3, 97, 131)
@@ -179,16 +214,31 @@ def test_twoframe_odd_size_and_tiling(tmp_path: Path, ckpt: Path) -> None:
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8, 16, 32])
-def test_video_frame_counts_and_natural_order(tmp_path: Path, ckpt: Path, factor: int,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_video_frame_counts_and_natural_order(
+    tmp_path: Path, ckpt: Path, factor: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Names f1, f2, f10 must be taken in that order; with the mean as midpoint, output frame
     i * factor + k is the linear blend of inputs i and i + 1 (up to 8-bit rounding)."""
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
     values = {"f10.png": 1.0, "f1.png": 0.0, "f2.png": 0.6}
     inputs = frame_folder(tmp_path / "in", [torch.full((3, 20, 24), v) for v in values.values()], list(values))
     out = tmp_path / "out"
-    assert interpolate_video.main(video("--input_video", inputs, "--output_video", out, "--factor", factor,
-                                        "--checkpoint", ckpt, "--no_progress")) == 0
+    assert (
+        interpolate_video.main(
+            video(
+                "--input_video",
+                inputs,
+                "--output_video",
+                out,
+                "--factor",
+                factor,
+                "--checkpoint",
+                ckpt,
+                "--no_progress",
+            )
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
     assert names == [f"{i:05d}.png" for i in range(2 * factor + 1)]
     ordered = [0.0, 0.6, 1.0]
@@ -201,13 +251,34 @@ def test_video_frame_counts_and_natural_order(tmp_path: Path, ckpt: Path, factor
     assert manifest["factor"] == factor and manifest["fps"] == str(25 * factor)
 
 
-def test_video_file_to_video_fps_and_preview(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                                             monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_file_to_video_fps_and_preview(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     src = make_video(tmp_path / "clip.mp4", frames, Fraction(10))
     out, gif = tmp_path / "slow.mp4", tmp_path / "preview.gif"
-    assert interpolate_video.main(video("--input_video", src, "--output_video", out, "--factor", 4,
-                                        "--checkpoint", ckpt, "--gif", gif, "--gif_frames", 5)) == 0
+    assert (
+        interpolate_video.main(
+            video(
+                "--input_video",
+                src,
+                "--output_video",
+                out,
+                "--factor",
+                4,
+                "--checkpoint",
+                ckpt,
+                "--gif",
+                gif,
+                "--gif_frames",
+                5,
+            )
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "frame/s" in captured.err  # the progress bar reports throughput
     assert probe(out) == (9, Fraction(40), (W, H))
@@ -215,8 +286,9 @@ def test_video_file_to_video_fps_and_preview(tmp_path: Path, ckpt: Path, frames:
         assert img.n_frames == 5 and img.size == (W, H)
     # --fps overrides the multiplied rate; the output exists, so --force is needed.
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
-    argv = video("--input_video", src, "--output_video", out, "--factor", 2, "--fps", "24", "--checkpoint", ckpt,
-                 "--no_progress")
+    argv = video(
+        "--input_video", src, "--output_video", out, "--factor", 2, "--fps", "24", "--checkpoint", ckpt, "--no_progress"
+    )
     assert interpolate_video.main(argv) == 1
     assert "already exists (pass --force" in capsys.readouterr().err
     assert probe(out)[0] == 9
@@ -224,9 +296,13 @@ def test_video_file_to_video_fps_and_preview(tmp_path: Path, ckpt: Path, frames:
     assert probe(out) == (5, Fraction(24), (W, H))
 
 
-def test_cpu_default_precision_is_bf16_where_native(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                                                   monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cpu_default_precision_is_bf16_where_native(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Without --precision the CLIs take the device default: bf16 on CPUs with native bf16, else fp32."""
     from cdfi import precision
 
@@ -234,8 +310,18 @@ def test_cpu_default_precision_is_bf16_where_native(tmp_path: Path, ckpt: Path, 
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
         out = tmp_path / f"mid_{expected}.png"
-        argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out),
-                "--checkpoint", str(ckpt), "--device", "cpu"]
+        argv = [
+            "--first_frame",
+            str(a),
+            "--second_frame",
+            str(b),
+            "--output_frame",
+            str(out),
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+        ]
         assert interpolate_twoframe.main(argv) == 0
         assert f"on cpu ({expected})" in capsys.readouterr().err
     want = reference_middle(lively_model(), frames[0], frames[1])
@@ -245,8 +331,24 @@ def test_cpu_default_precision_is_bf16_where_native(tmp_path: Path, ckpt: Path, 
 def test_video_middle_frames_match_model(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor]) -> None:
     inputs = frame_folder(tmp_path / "in", frames)
     out = tmp_path / "out"
-    assert interpolate_video.main(video("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt,
-                                        "--device", "cpu", "--precision", "fp32", "--no_progress")) == 0
+    assert (
+        interpolate_video.main(
+            video(
+                "--input_video",
+                inputs,
+                "--output_video",
+                out,
+                "--checkpoint",
+                ckpt,
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+                "--no_progress",
+            )
+        )
+        == 0
+    )
     model = lively_model()
     for i in range(3):
         assert torch.equal(load_rgb(out / f"{2 * i:05d}.png"), frames[i])
@@ -255,20 +357,30 @@ def test_video_middle_frames_match_model(tmp_path: Path, ckpt: Path, frames: lis
         assert float((load_rgb(out / f"{2 * i + 1:05d}.png") - want).abs().max()) <= 1 / 255 + 1e-6
 
 
-def test_video_odd_size_to_h264(tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_odd_size_to_h264(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
     inputs = frame_folder(tmp_path / "in", [torch.rand(3, 41, 57) for _ in range(3)])
     out = tmp_path / "odd.mkv"
-    assert interpolate_video.main(video("--input", inputs, "--output", out, "--checkpoint", ckpt, "--fps", "30000/1001",
-                                        "--no_progress")) == 0
+    assert (
+        interpolate_video.main(
+            video("--input", inputs, "--output", out, "--checkpoint", ckpt, "--fps", "30000/1001", "--no_progress")
+        )
+        == 0
+    )
     assert "odd" in capsys.readouterr().err
     count, rate, size = probe(out)
     assert (count, size) == (5, (58, 42)) and abs(float(rate) - 30000 / 1001) < 1e-3
 
 
-def test_video_resume_after_interruption(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_resume_after_interruption(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
     inputs = frame_folder(tmp_path / "in", frames)
     argv = video("--input_video", inputs, "--factor", 4, "--checkpoint", ckpt, "--no_progress")
@@ -296,27 +408,52 @@ def test_video_resume_after_interruption(tmp_path: Path, ckpt: Path, frames: lis
     assert [p.name for p in whole] == sorted(p.name for p in out.glob("*.png"))
     assert all(p.read_bytes() == (out / p.name).read_bytes() for p in whole)
     # Other settings do not silently mix into the folder.
-    assert interpolate_video.main(video("--input_video", inputs, "--factor", 2, "--checkpoint", ckpt,
-                                        "--output_video", out, "--no_progress")) == 1
+    assert (
+        interpolate_video.main(
+            video("--input_video", inputs, "--factor", 2, "--checkpoint", ckpt, "--output_video", out, "--no_progress")
+        )
+        == 1
+    )
     assert "factor=4" in capsys.readouterr().err
 
 
-def test_video_scene_cut_copies(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_scene_cut_copies(
+    tmp_path: Path, ckpt: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     cut = ((1 - frames[1]) * 255).round() / 255
     inputs = frame_folder(tmp_path / "in", [frames[0], frames[1], cut])
     out = tmp_path / "out"
-    assert interpolate_video.main(video("--input_video", inputs, "--output_video", out, "--factor", 4,
-                                        "--scene_threshold", 30, "--checkpoint", ckpt, "--no_progress")) == 0
+    assert (
+        interpolate_video.main(
+            video(
+                "--input_video",
+                inputs,
+                "--output_video",
+                out,
+                "--factor",
+                4,
+                "--scene_threshold",
+                30,
+                "--checkpoint",
+                ckpt,
+                "--no_progress",
+            )
+        )
+        == 0
+    )
     assert "1 scene cut(s) copied" in capsys.readouterr().out
     got = [load_rgb(out / f"{i:05d}.png") for i in range(9)]
     assert torch.equal(got[5], frames[1]) and all(torch.equal(g, cut) for g in got[6:9])
     assert not any(torch.equal(g, frames[0]) or torch.equal(g, frames[1]) for g in got[1:4])
 
 
-def test_video_existing_folder_needs_force(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_existing_folder_needs_force(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
     inputs = frame_folder(tmp_path / "in", frames[:2])
     out = tmp_path / "out"
@@ -328,12 +465,16 @@ def test_video_existing_folder_needs_force(tmp_path: Path, ckpt: Path, frames: l
     assert "not empty (pass --force" in capsys.readouterr().err
     assert interpolate_video.main([*argv, "--force"]) == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "00000.png", "00001.png", "00002.png", "notes.txt"
+        "00000.png",
+        "00001.png",
+        "00002.png",
+        "notes.txt",
     ]
 
 
-def test_video_bad_inputs(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor],
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_video_bad_inputs(
+    tmp_path: Path, ckpt: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
     cases: dict[str, tuple[Path, str]] = {}
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -353,8 +494,9 @@ def test_video_bad_inputs(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor]
     cases["missing"] = (tmp_path / "missing.mp4", "no such file")
     for name, (path, phrase) in cases.items():
         out = tmp_path / f"out_{name.replace(' ', '_')}.mp4"
-        rc = interpolate_video.main(video("--input_video", path, "--output_video", out, "--checkpoint", ckpt,
-                                          "--no_progress"))
+        rc = interpolate_video.main(
+            video("--input_video", path, "--output_video", out, "--checkpoint", ckpt, "--no_progress")
+        )
         err = capsys.readouterr().err
         assert rc == 1, (name, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and phrase in err, (name, err)
@@ -363,6 +505,8 @@ def test_video_bad_inputs(tmp_path: Path, ckpt: Path, frames: list[torch.Tensor]
     assert interpolate_video.main(video("--input_video", sizes, "--output_video", out_dir, "--checkpoint", ckpt)) == 1
     assert not out_dir.exists()
     two = frame_folder(tmp_path / "two", frames[:2])
-    assert interpolate_video.main(video("--input_video", two, "--output_video", tmp_path / "x.gif",
-                                        "--checkpoint", ckpt)) == 1
+    assert (
+        interpolate_video.main(video("--input_video", two, "--output_video", tmp_path / "x.gif", "--checkpoint", ckpt))
+        == 1
+    )
     assert "--gif" in capsys.readouterr().err

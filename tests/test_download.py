@@ -61,8 +61,10 @@ def archives(data_root: Path, tmp_path: Path) -> Path:
     seqs = sorted(p.name for p in (midd / "input").iterdir())
     data = {f"other-data/{s}/frame{i}.png": midd / "input" / s / f"frame{i}.png" for s in seqs for i in (10, 11)}
     _zip(folder / "other-color-twoframes.zip", data)
-    _zip(folder / "other-gt-interp.zip", {f"other-gt-interp/{s}/frame10i11.png": midd / "gt" / s / "frame10i11.png"
-                                           for s in seqs})
+    _zip(
+        folder / "other-gt-interp.zip",
+        {f"other-gt-interp/{s}/frame10i11.png": midd / "gt" / s / "frame10i11.png" for s in seqs},
+    )
     ucf = data_root / "ucf101_interp_ours"
     members: dict[str, Path | bytes] = {}
     for n in UCF_SUBSET:
@@ -90,18 +92,24 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_downloads_arranges_and_verifies(download: ModuleType, server: str, data_root: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_downloads_arranges_and_verifies(
+    download: ModuleType, server: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "dest"
     assert download.main(["--dest", str(dest), "--mirror", server, "--no_progress"]) == 0
     out = capsys.readouterr().out
     assert "middlebury: " in out and "ucf101: " in out and "checksums verified" in out
     arranged = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     expected = sorted(
-        [f"middlebury_others/{p.relative_to(data_root / 'middlebury_others').as_posix()}"
-         for p in (data_root / "middlebury_others").rglob("*.png")]
-        + [f"ucf101_interp_ours/{n}/{name}" for n in UCF_SUBSET
-           for name in ("frame_00.png", "frame_01_gt.png", "frame_02.png")]
+        [
+            f"middlebury_others/{p.relative_to(data_root / 'middlebury_others').as_posix()}"
+            for p in (data_root / "middlebury_others").rglob("*.png")
+        ]
+        + [
+            f"ucf101_interp_ours/{n}/{name}"
+            for n in UCF_SUBSET
+            for name in ("frame_00.png", "frame_01_gt.png", "frame_02.png")
+        ]
     )
     assert arranged == expected
     assert all(_digest(dest / rel) == _digest(data_root / rel) for rel in arranged)
@@ -111,14 +119,20 @@ def test_downloads_arranges_and_verifies(download: ModuleType, server: str, data
     assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
 
 
-def test_checksum_mismatch_leaves_nothing_behind(download: ModuleType, archives: Path, server: str,
-                                                 data_root: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_checksum_mismatch_leaves_nothing_behind(
+    download: ModuleType,
+    archives: Path,
+    server: str,
+    data_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     gt = data_root / "middlebury_others" / "gt"
     recoded = tmp_path / "Venus.png"
     Image.open(gt / "Venus" / "frame10i11.png").save(recoded, compress_level=1)
-    members: dict[str, Path | bytes] = {f"other-gt-interp/{s.name}/frame10i11.png": s / "frame10i11.png"
-                                        for s in gt.iterdir()}
+    members: dict[str, Path | bytes] = {
+        f"other-gt-interp/{s.name}/frame10i11.png": s / "frame10i11.png" for s in gt.iterdir()
+    }
     members["other-gt-interp/Venus/frame10i11.png"] = recoded
     _zip(archives / "other-gt-interp.zip", members)
     dest = tmp_path / "dest"
@@ -129,11 +143,14 @@ def test_checksum_mismatch_leaves_nothing_behind(download: ModuleType, archives:
     assert [p.name for p in dest.iterdir() if p.name != ".downloads"] == []
 
 
-def test_http_failure_is_one_clear_line(download: ModuleType, server: str, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_http_failure_is_one_clear_line(
+    download: ModuleType, server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "dest"
-    assert download.main(["--dest", str(dest), "--mirror", f"{server}/missing", "--sets", "middlebury",
-                          "--no_progress"]) == 1
+    assert (
+        download.main(["--dest", str(dest), "--mirror", f"{server}/missing", "--sets", "middlebury", "--no_progress"])
+        == 1
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("downloading ")]
     assert len(err) == 1 and "HTTP 404" in err[0] and f"{server}/missing/other-color-twoframes.zip" in err[0]
     assert not (dest / "middlebury_others").exists()
@@ -141,7 +158,18 @@ def test_http_failure_is_one_clear_line(download: ModuleType, server: str, tmp_p
 
 def test_local_archives_need_no_network(download: ModuleType, archives: Path, tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    rc = download.main(["--dest", str(dest), "--archive_dir", str(archives), "--mirror", "http://127.0.0.1:9",
-                        "--sets", "middlebury", "--no_progress"])
+    rc = download.main(
+        [
+            "--dest",
+            str(dest),
+            "--archive_dir",
+            str(archives),
+            "--mirror",
+            "http://127.0.0.1:9",
+            "--sets",
+            "middlebury",
+            "--no_progress",
+        ]
+    )
     assert rc == 0
     assert (dest / "middlebury_others" / "gt" / "Walking" / "frame10i11.png").is_file()

@@ -59,16 +59,32 @@ def compressed_ckpt(tmp_path: Path) -> Path:
     return save_checkpoint(tmp_path / "compressed.pth", make_model("compressed_adacof", 5, 1), epoch=0)
 
 
-def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_compressed_adacof_run(
+    small_root: Path, compressed_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     reference = reference_lpips("squeeze")
     backbone = save_backbone_as_torchvision(reference, tmp_path / "squeeze.pth")
     out = tmp_path / "out"
-    rc = test_compressed_adacof.main([
-        "--checkpoint", str(compressed_ckpt), "--data_root", str(small_root), "--out_dir", str(out),
-        "--kernel_size", "5", "--dilation", "1", "--limit", "2", "--save_grid",
-        "--lpips_backbone", str(backbone), "--no_progress",
-    ])
+    rc = test_compressed_adacof.main(
+        [
+            "--checkpoint",
+            str(compressed_ckpt),
+            "--data_root",
+            str(small_root),
+            "--out_dir",
+            str(out),
+            "--kernel_size",
+            "5",
+            "--dilation",
+            "1",
+            "--limit",
+            "2",
+            "--save_grid",
+            "--lpips_backbone",
+            str(backbone),
+            "--no_progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     rows = [line for line in captured.out.splitlines() if "PSNR" in line and "mean over" not in line]
@@ -78,8 +94,10 @@ def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["model"] == "compressed_adacof"
     assert results["meta"]["lpips"] == {"net": "squeeze", "convention": "published"}
-    layout = {"middlebury": ("middlebury_others", "frame10i11.png", MIDDLEBURY[:2], "gt/{}/frame10i11.png"),
-              "ucf101": ("ucf101_interp_ours", "frame_01.png", UCF, "{}/frame_01_gt.png")}
+    layout = {
+        "middlebury": ("middlebury_others", "frame10i11.png", MIDDLEBURY[:2], "gt/{}/frame10i11.png"),
+        "ucf101": ("ucf101_interp_ours", "frame_01.png", UCF, "{}/frame_01_gt.png"),
+    }
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the device the CLI picks
     model = make_model("compressed_adacof", 5, 1)
     model.load_state_dict(torch.load(compressed_ckpt, weights_only=True)["state_dict"])
@@ -96,7 +114,8 @@ def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path
             gt = _read_png(small_root / folder / gt_pattern.format(item["name"]))
             assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
             assert item["ssim"] == pytest.approx(
-                structural_similarity(gt, pred, data_range=1, channel_axis=-1), abs=1e-6)
+                structural_similarity(gt, pred, data_range=1, channel_axis=-1), abs=1e-6
+            )
             to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float().to(device)  # noqa: E731
             with torch.no_grad():
                 expected_lpips = reference(to_t(pred), to_t(gt)).item()
@@ -104,9 +123,14 @@ def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path
             grid = Image.open(png.parent / "grid.png")
             assert grid.size == (5 * pred.shape[1], pred.shape[0])
         first = entry["items"][0]
-        frames = [_read_png(small_root / folder / p) for p in (
-            ("input/Beanbags/frame10.png", "input/Beanbags/frame11.png") if key == "middlebury"
-            else ("1/frame_00.png", "1/frame_02.png"))]
+        frames = [
+            _read_png(small_root / folder / p)
+            for p in (
+                ("input/Beanbags/frame10.png", "input/Beanbags/frame11.png")
+                if key == "middlebury"
+                else ("1/frame_00.png", "1/frame_02.png")
+            )
+        ]
         with torch.no_grad():
             direct = model(*(torch.from_numpy(f).permute(2, 0, 1)[None].float().to(device) for f in frames))[0]
         written = torch.from_numpy(_read_png(Path(first["output"]))).permute(2, 0, 1).float()
@@ -117,8 +141,19 @@ def test_compressed_adacof_run(small_root: Path, compressed_ckpt: Path, tmp_path
         assert mean["psnr"] == pytest.approx(np.mean([i["psnr"] for i in entry["items"]]))
         assert mean["lpips"] == pytest.approx(np.mean([i["lpips"] for i in entry["items"]]))
 
-    rc = test_compressed_adacof.main(["--checkpoint", str(compressed_ckpt), "--data_root", str(small_root),
-                                      "--out_dir", str(out), "--limit", "1", "--no_progress"])
+    rc = test_compressed_adacof.main(
+        [
+            "--checkpoint",
+            str(compressed_ckpt),
+            "--data_root",
+            str(small_root),
+            "--out_dir",
+            str(out),
+            "--limit",
+            "1",
+            "--no_progress",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[-1].startswith("error:") and "--force" in err[-1]
 
@@ -128,8 +163,23 @@ def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pyt
     torch.manual_seed(5)
     ckpt = save_checkpoint(tmp_path / "cdfi.pth", make_model("cdfi_adacof", 11, 2), epoch=3)
     out = tmp_path / "out"
-    rc = test_cdfi.main(["--gpu_id", "0", "--checkpoint", str(ckpt), "--data_root", str(root),
-                         "--out_dir", str(out), "--datasets", "middlebury", "--limit", "1", "--no_progress"])
+    rc = test_cdfi.main(
+        [
+            "--gpu_id",
+            "0",
+            "--checkpoint",
+            str(ckpt),
+            "--data_root",
+            str(root),
+            "--out_dir",
+            str(out),
+            "--datasets",
+            "middlebury",
+            "--limit",
+            "1",
+            "--no_progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     results = json.loads((out / "results.json").read_text())
@@ -140,16 +190,29 @@ def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pyt
     assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
 
 
-def test_bad_items_are_reported_and_skipped(small_root: Path, compressed_ckpt: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_items_are_reported_and_skipped(
+    small_root: Path, compressed_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = small_root / "middlebury_others" / "gt" / "Beanbags" / "frame10i11.png"
     broken.write_bytes(b"not a png")
     resized = small_root / "middlebury_others" / "gt" / "Dimetrodon" / "frame10i11.png"
     Image.open(resized).crop((0, 0, 40, 30)).save(resized)
     out = tmp_path / "out"
-    rc = test_compressed_adacof.main(["--checkpoint", str(compressed_ckpt), "--data_root", str(small_root),
-                                      "--out_dir", str(out), "--datasets", "middlebury,ucf101", "--limit", "3",
-                                      "--no_progress"])
+    rc = test_compressed_adacof.main(
+        [
+            "--checkpoint",
+            str(compressed_ckpt),
+            "--data_root",
+            str(small_root),
+            "--out_dir",
+            str(out),
+            "--datasets",
+            "middlebury,ucf101",
+            "--limit",
+            "3",
+            "--no_progress",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     skip_lines = [line for line in captured.err.splitlines() if line.startswith("skipped")]
@@ -165,11 +228,23 @@ def test_bad_items_are_reported_and_skipped(small_root: Path, compressed_ckpt: P
     assert "mean over 1 of 3 items" in captured.out
 
 
-def test_missing_inputs_give_one_error_line(small_root: Path, compressed_ckpt: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    rc = test_compressed_adacof.main(["--checkpoint", str(compressed_ckpt), "--data_root", str(tmp_path / "nowhere"),
-                                      "--out_dir", str(tmp_path / "o1")])
+def test_missing_inputs_give_one_error_line(
+    small_root: Path,
+    compressed_ckpt: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = test_compressed_adacof.main(
+        [
+            "--checkpoint",
+            str(compressed_ckpt),
+            "--data_root",
+            str(tmp_path / "nowhere"),
+            "--out_dir",
+            str(tmp_path / "o1"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "middlebury_others" in err[0] and "not found" in err[0]
 
@@ -195,16 +270,26 @@ def test_in_memory_validation_matches_png_round_trip(small_root: Path, tmp_path:
     assert all(r.output is None for r in in_memory.rows)
 
 
-def test_vimeo_test_split(data_root: Path, compressed_ckpt: Path, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_vimeo_test_split(
+    data_root: Path, compressed_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     vimeo = tmp_path / "vimeo_triplet"
     entries = ("00001/0001", "00002/0007")
     for entry, n in zip(entries, UCF, strict=True):
         for src, dst in (("frame_00.png", "im1.png"), ("frame_01_gt.png", "im2.png"), ("frame_02.png", "im3.png")):
             _crop_copy(data_root / "ucf101_interp_ours" / n / src, vimeo / "sequences" / entry / dst, (0, 0, 64, 32))
     out = tmp_path / "out"
-    args = ["--checkpoint", str(compressed_ckpt), "--vimeo_dir", str(vimeo), "--datasets", "vimeo90k",
-            "--out_dir", str(out), "--no_progress"]
+    args = [
+        "--checkpoint",
+        str(compressed_ckpt),
+        "--vimeo_dir",
+        str(vimeo),
+        "--datasets",
+        "vimeo90k",
+        "--out_dir",
+        str(out),
+        "--no_progress",
+    ]
     assert test_compressed_adacof.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert "tri_testlist.txt" in err[-1] and "not found" in err[-1]

@@ -56,8 +56,9 @@ def test_from_checkpoint_detects_variant(tmp_path: Path, model: torch.nn.Module,
     path = save_lively(tmp_path / "seeded.pth")
     interp = Interpolator.from_checkpoint(path, device="cpu", tile=None)
     assert interp.variant == "compressed_adacof_F_5_D_1"
-    torch.testing.assert_close(interp.interpolate(frames[0], frames[1]),
-                               reference_middle(model, frames[0], frames[1]), atol=2e-5, rtol=0)
+    torch.testing.assert_close(
+        interp.interpolate(frames[0], frames[1]), reference_middle(model, frames[0], frames[1]), atol=2e-5, rtol=0
+    )
     with pytest.raises(CheckpointError, match="cdfi_adacof"):
         Interpolator.from_checkpoint(path, name="cdfi_adacof", device="cpu")
 
@@ -221,8 +222,9 @@ class _Exploding(torch.nn.Module):
 
 def test_out_of_memory_becomes_a_hint() -> None:
     frame = torch.rand(3, 32, 32)
-    oom = Interpolator(_Exploding("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"),
-                       device="cpu", tile=None)
+    oom = Interpolator(
+        _Exploding("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB"), device="cpu", tile=None
+    )
     with pytest.raises(InterpolationError, match=r"out of memory on cpu for 1 frame\(s\) of 32x32; use a smaller"):
         oom.interpolate(frame, frame)
     other = Interpolator(_Exploding("shape mismatch"), device="cpu", tile=None)

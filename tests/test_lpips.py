@@ -50,8 +50,9 @@ def test_identical_images_have_zero_distance(tmp_path: Path) -> None:
         assert build_lpips("squeeze", tmp_path / "b.pth")(x, x).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_absent_backbone_is_na_with_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_absent_backbone_is_na_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
     assert not cached_weights_path("squeeze").exists()
     assert build_lpips("squeeze", None) is None

@@ -52,7 +52,11 @@ def test_full_batch_reaches_lasso_optimum_and_zero_pattern() -> None:
     lipschitz = np.linalg.eigvalsh(A.T @ A / A.shape[0]).max()
     x = _train(
         lambda params: OBProxSG(params, lr=1.0 / lipschitz, lambda_=lam, epochSize=1, Np=300),
-        A, b, epochs=1500, batch=A.shape[0], seed=0,
+        A,
+        b,
+        epochs=1500,
+        batch=A.shape[0],
+        seed=0,
     )
     assert 5 <= int((reference == 0).sum()) < 20, "test problem should have a nontrivial zero pattern"
     np.testing.assert_array_equal(x == 0, reference == 0)
@@ -67,7 +71,11 @@ def test_stochastic_obproxsg_finds_zero_pattern_and_beats_proxsg_sparsity() -> N
         prox = _train(lambda ps: ProxSG(ps, lr=0.02, lambda_=lam), A, b, epochs=40, batch=4, seed=seed)
         ob = _train(
             lambda ps: OBProxSG(ps, lr=0.02, lambda_=lam, epochSize=50, Np=10),
-            A, b, epochs=40, batch=4, seed=seed,
+            A,
+            b,
+            epochs=40,
+            batch=4,
+            seed=seed,
         )
         np.testing.assert_array_equal(ob == 0, reference == 0)
         assert np.abs(ob - reference).max() < 0.05
@@ -103,7 +111,9 @@ def test_proximal_step_is_the_l1_proximal_operator() -> None:
         y = v - lr * g
         best = minimize_scalar(
             lambda z, y=y: (z - y) ** 2 / (2 * lr) + lam * abs(z),
-            bounds=(-10.0, 10.0), method="bounded", options={"xatol": 1e-10},
+            bounds=(-10.0, 10.0),
+            method="bounded",
+            options={"xatol": 1e-10},
         ).x
         assert got == pytest.approx(best, abs=1e-6)
         if abs(y) <= lr * lam:
@@ -173,7 +183,10 @@ def test_parameter_groups_use_their_own_hyperparameters() -> None:
     bias = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
     opt = OBProxSG(
         [{"params": [w]}, {"params": [bias], "lambda_": 0.0, "lr": 0.5}],
-        lr=0.1, lambda_=2.0, epochSize=5, Np=1,
+        lr=0.1,
+        lambda_=2.0,
+        epochSize=5,
+        Np=1,
     )
     w.grad = torch.zeros(2)
     bias.grad = torch.ones(2)

@@ -14,9 +14,7 @@ import torch
 from cupy_module import adacof_warp_reference, cuda
 from cupy_module.build import CUDA_SOURCE
 
-NVCC = shutil.which("nvcc") or (
-    "/usr/local/cuda/bin/nvcc" if shutil.which("/usr/local/cuda/bin/nvcc") else None
-)
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if shutil.which("/usr/local/cuda/bin/nvcc") else None)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
