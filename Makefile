@@ -27,11 +27,12 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) interpolate_twoframe.py --output_frame output.png --force
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)
