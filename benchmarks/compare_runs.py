@@ -38,8 +38,8 @@ def read_val(run: Path) -> list[dict[str, float]]:
 
 
 def parse_run(text: str) -> tuple[str, Path]:
-    """``LABEL=PATH`` or ``PATH`` (labelled by its folder name)."""
-    label, sep, path = text.partition("=")
+    """``LABEL=PATH`` or ``PATH`` (labelled by its folder name); the label may itself contain ``=``."""
+    label, sep, path = text.rpartition("=")
     return (label, Path(path)) if sep else (Path(text).name, Path(text))
 
 

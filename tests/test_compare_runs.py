@@ -25,9 +25,9 @@ def test_table_and_figure(tmp_path, capsys) -> None:
     a = _run(tmp_path / "a", [27.0, 35.5, 36.0])
     b = _run(tmp_path / "b", [27.0, 35.0])
     out = tmp_path / "cmp.png"
-    assert compare_runs.main([f"He + Warp={a}", str(b), "--out", str(out)]) == 0
+    assert compare_runs.main([f"He + Warp=recipe={a}", str(b), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| He + Warp | 27.00 | 35.50 | 36.00 | +0.50 dB |" in text
+    assert "| He + Warp=recipe | 27.00 | 35.50 | 36.00 | +0.50 dB |" in text
     assert "| b | 27.00 | 35.00 |  | -0.50 dB |" in text
     assert "overlay (A+C)/2 35.50 dB, DIS flow 39.25 dB" in text
     assert Image.open(out).size[0] > 0
