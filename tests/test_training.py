@@ -402,6 +402,12 @@ def test_he_init_keeps_the_signal_through_the_unet() -> None:
             assert float(module.weight.std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.05), name
             assert not module.bias.any(), name
     assert _head_spatial_std(model, "Alpha1") > 20 * _head_spatial_std(published, "Alpha1")
+    # CDFI's GridNet keeps the published init; only the kernel estimation changes.
+    cdfi = make_model("cdfi_adacof")
+    before = {k: v.clone() for k, v in cdfi.state_dict().items()}
+    init_he(cdfi)
+    for key, value in cdfi.state_dict().items():
+        assert torch.equal(value, before[key]) == key.startswith("context_synthesis."), key
 
 
 def test_offset_init_and_per_head_lr() -> None:
