@@ -9,8 +9,10 @@ Output::
     <out>/triplets.json                                     # sources, options, frame indices per entry
 
 A triplet is frames (i, i + stride, i + 2*stride) of one clip; consecutive triplets start ``every``
-frames apart. Frames are optionally centre-cropped (``crop``, in source pixels), then resized
-(``size`` exactly, or ``max_size`` to fit inside keeping the aspect ratio, never enlarging). A triplet
+frames apart. Several strides (``--stride 1,2``) give one triplet set per stride from the same frames:
+a larger stride means larger motion, which is how short clips cover the motion range of the benchmarks.
+Frames are optionally centre-cropped (``crop``, in source pixels), then resized (``size`` exactly, or
+``max_size`` to fit inside keeping the aspect ratio, never enlarging). A triplet
 whose consecutive frames differ by more than ``scene_cut`` (mean absolute difference in [0, 1]) spans
 a scene cut and is dropped; one whose inputs differ by less than ``min_motion`` is dropped as static.
 
@@ -74,6 +76,17 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if w < 1 or h < 1:
         raise TripletBuildError(f"size {text!r} must be positive")
     return w, h
+
+
+def parse_strides(text: str) -> list[int]:
+    """``"2"`` or ``"1,2,3"`` -> a list of positive frame gaps (argparse type)."""
+    try:
+        strides = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or a comma list of integers, got {text!r}") from None
+    if not strides or min(strides) < 1:
+        raise argparse.ArgumentTypeError(f"strides must be at least 1, got {text!r}")
+    return strides
 
 
 def _source_kind(path: Path) -> str:
@@ -166,7 +179,7 @@ def build_triplets(
     sources: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    stride: int = 1,
+    stride: int | Sequence[int] = 1,
     every: int = 1,
     size: tuple[int, int] | None = None,
     max_size: tuple[int, int] | None = None,
@@ -182,8 +195,9 @@ def build_triplets(
     out_dir = Path(out_dir)
     if not sources:
         raise TripletBuildError("no sources given")
-    if stride < 1 or every < 1:
-        raise TripletBuildError(f"stride and every must be at least 1, got {stride} and {every}")
+    strides = sorted({stride} if isinstance(stride, int) else set(stride))
+    if not strides or strides[0] < 1 or every < 1:
+        raise TripletBuildError(f"strides and every must be at least 1, got {stride} and {every}")
     if not 0.0 <= val_fraction < 1.0:
         raise TripletBuildError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if size is not None and max_size is not None:
@@ -199,7 +213,7 @@ def build_triplets(
     report = BuildReport(out_dir)
     lists: dict[str, list[str]] = {"train": [], "test": []}
     entries: dict[str, dict] = {}
-    span = 2 * stride
+    span = 2 * strides[-1]
     try:
         for clip_no, (source, kind) in enumerate(zip(sources, kinds, strict=True), start=1):
             clip = f"{clip_no:05d}"
@@ -214,7 +228,9 @@ def build_triplets(
                 )
             ]
             if len(frames) < span + 1:
-                raise TripletBuildError(f"{source}: {len(frames)} frames, too few for one triplet with stride {stride}")
+                raise TripletBuildError(
+                    f"{source}: {len(frames)} frames, too few for one triplet with stride {strides[-1]}"
+                )
             train_frames, test_frames = _splits(len(frames), span, val_fraction)
             if val_fraction > 0 and not test_frames:
                 raise TripletBuildError(
@@ -225,10 +241,14 @@ def build_triplets(
             stage.mkdir(parents=True)
             written: dict[int, Path] = {}
             count = 0
-            starts = [(s, "train") for s in range(train_frames.start, train_frames.stop - span, every)]
-            starts += [(s, "test") for s in range(test_frames.start, test_frames.stop - span, every)]
-            for start, split in tqdm(starts, desc=f"write {Path(source).name}", unit="triplet", disable=not progress):
-                idx = (start, start + stride, start + span)
+            starts = []
+            for step in strides:
+                for part, split in ((train_frames, "train"), (test_frames, "test")):
+                    starts += [(s, step, split) for s in range(part.start, part.stop - 2 * step, every)]
+            for start, step, split in tqdm(
+                starts, desc=f"write {Path(source).name}", unit="triplet", disable=not progress
+            ):
+                idx = (start, start + step, start + 2 * step)
                 trip = [frames[i] for i in idx]
                 if max(_difference(trip[0], trip[1]), _difference(trip[1], trip[2])) > scene_cut:
                     report.scene_cuts += 1
@@ -267,7 +287,7 @@ def build_triplets(
         for split, name in (("train", "tri_trainlist.txt"), ("test", "tri_testlist.txt")):
             (work / name).write_text("".join(f"{e}\n" for e in lists[split]))
         options = {
-            "stride": stride,
+            "stride": strides[0] if len(strides) == 1 else strides,
             "every": every,
             "size": size,
             "max_size": max_size,
@@ -294,7 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("sources", nargs="+", help="video files (any format PyAV reads) or folders of frames")
     p.add_argument("--out", required=True, help="triplet folder to create")
-    p.add_argument("--stride", type=int, default=1, help="frame gap inside a triplet (default 1)")
+    p.add_argument(
+        "--stride",
+        type=parse_strides,
+        default=[1],
+        help="frame gap inside a triplet, or a comma list of gaps for one set per gap (default 1)",
+    )
     p.add_argument("--every", type=int, default=1, help="frames between consecutive triplet starts (default 1)")
     p.add_argument("--size", help="resize every frame to exactly WIDTHxHEIGHT")
     p.add_argument("--max_size", help="shrink frames to fit inside WIDTHxHEIGHT, keeping the aspect ratio")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.make_triplets import TripletBuildError, build_triplets, main
+from datasets.make_triplets import TripletBuildError, build_triplets, main, parse_strides
 from datasets.vimeo import TripletListError, VimeoTriplets, synthetic_triplet
 
 W, H = 64, 48
@@ -212,3 +213,27 @@ def test_synthetic_triplet_middle_frame_is_half_way() -> None:
     f0, f1, f2 = synthetic_triplet(ramp, np.random.default_rng(4), max_shift=3.0)
     bend = math.radians(2.0) ** 2 / 8 * 40 * 0.012 + 0.03**2 / 8 * 40 * 0.012
     torch.testing.assert_close(f1[inner], ((f0 + f2) / 2)[inner], atol=bend, rtol=0)
+
+
+def test_several_strides_give_one_set_each_from_disjoint_frames(tmp_path) -> None:
+    video = _write_video(tmp_path / "clip.mkv", _frames(30))
+    build_triplets([video], tmp_path / "out", stride=[2, 1], val_fraction=0.2, progress=False)
+    manifest = json.loads((tmp_path / "out" / "triplets.json").read_text())
+    assert manifest["options"]["stride"] == [1, 2]
+    gaps: dict[str, set[int]] = {"train": set(), "test": set()}
+    frames: dict[str, set[int]] = {"train": set(), "test": set()}
+    for entry in manifest["entries"].values():
+        a, b, c = entry["frames"]
+        assert b - a == c - b
+        gaps[entry["split"]].add(b - a)
+        frames[entry["split"]].update((a, b, c))
+    assert gaps == {"train": {1, 2}, "test": {1, 2}}
+    assert not frames["train"] & frames["test"]
+    assert max(frames["train"]) < min(frames["test"])
+
+
+def test_stride_list_parsing_rejects_bad_values() -> None:
+    assert parse_strides("1,2,3") == [1, 2, 3]
+    for bad in ("0", "1,x", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_strides(bad)
