@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="first STEPS steps add L1(offsets, -+DIS flow/2) (needs OpenCV)",
     )
     g.add_argument("--flow_warmstart_weight", type=float, default=1.0, help="(default 1)")
+    g.add_argument(
+        "--blend_bias",
+        type=float,
+        help="CDFI: start the Blend head's output bias here (-4: the output starts as the AdaCoF blend, ~2%% GridNet)",
+    )
     g.add_argument("--weight_temperature", type=float, default=1.0, help="softmax temperature of the Weight heads")
     g.add_argument("--head_lr", help="per-head lr multipliers, e.g. Alpha=2,Beta=2,Weight=0.5")
     g.add_argument("--synthetic", type=float, default=0.0, help="fraction of synthetic-motion triplets")

@@ -32,6 +32,7 @@ from cdfi.training import (
     Trainer,
     build_optimizer,
     build_scheduler,
+    init_blend,
     init_he,
     init_offsets,
     init_weight_temperature,
@@ -242,6 +243,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainSetupError(f"--crop must be positive, got {args.crop}")
     if args.workers < 0:
         raise TrainSetupError(f"--workers must be >= 0, got {args.workers}")
+    if args.blend_bias is not None and args.model != "cdfi_adacof":
+        raise TrainSetupError("--blend_bias applies to --model cdfi_adacof only (the Blend head is CDFI's)")
     if args.flow_warmstart < 0 or args.synthetic_shift <= 0:
         raise TrainSetupError("--flow_warmstart must be >= 0 and --synthetic_shift positive")
     if args.threads is not None and args.threads < 1:
@@ -341,7 +344,7 @@ def select_device(choice: str, local_rank: int) -> torch.device:
 
 def _init_weights(model: nn.Module, args: argparse.Namespace, fresh: bool) -> None:
     """--init_from weights (warning on a sampling-rule mismatch), or the --init/--offset_init/
-    --weight_temperature initialisation of a fresh start; a resumed run's weights come from last.pth."""
+    --weight_temperature/--blend_bias initialisation of a fresh start; a resumed run's weights come from last.pth."""
     if args.init_from:
         init = load_checkpoint(args.init_from)
         load_weights(model, init)
@@ -356,6 +359,7 @@ def _init_weights(model: nn.Module, args: argparse.Namespace, fresh: bool) -> No
         if args.init == "he":
             init_he(model, args.seed)
         init_offsets(model, args.offset_init, args.seed)
+        init_blend(model, args.blend_bias)
         if args.weight_temperature != 1.0:
             init_weight_temperature(model, args.weight_temperature)
 
