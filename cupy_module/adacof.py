@@ -264,8 +264,17 @@ def _warp_many_cpu(
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     weight, offset_i, offset_j = (cpu.operand(t, dtype) for t in (weight, offset_i, offset_j))
     channels = [t.shape[1] for t in inputs]
-    out = cpu.forward(cpu.pack_many(inputs, dtype), sum(channels), weight, offset_i, offset_j, dilation, sampling)
+    # Output in the inputs' memory format: channels_last inputs (a channels_last model's tensors) get
+    # channels_last outputs, written so by the kernel, which the next convolutions read without a copy.
+    channels_last = dtype == torch.float32 and all(_is_channels_last(t) for t in inputs)
+    x = cpu.pack_many(inputs, dtype)
+    out = cpu.forward(x, sum(channels), weight, offset_i, offset_j, dilation, sampling, channels_last=channels_last)
     return [p.to(t.dtype) for p, t in zip(torch.split(out, channels, dim=1), inputs, strict=True)]
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is in channels_last memory format and not also plain contiguous."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def adacof_warp_many(

@@ -16,7 +16,7 @@ _ARGTYPES = {
     "backward": [_P] * 9 + [_I64] * 9 + [_I32] * 2,
     "planar": [_P] * 2 + [_I64] * 4 + [_I32],
     "planar_bf16": [_P] * 2 + [_I64] * 4 + [_I32],
-    "forward_layouts": [_P] * 5 + [_I64] * 9 + [_I32] * 5,
+    "forward_layouts": [_P] * 5 + [_I64] * 9 + [_I32] * 6,
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -122,12 +122,19 @@ def forward(
     offset_j: torch.Tensor,
     dilation: int,
     sampling: str,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Warped (N, channels, H, W) of the packed input ``x`` (see ``pack``), in the dtype of ``x``
-    (float32 or float64); weights and offsets as ``operand`` gives them."""
+    (float32 or float64); weights and offsets as ``operand`` gives them. With ``channels_last`` (float32
+    only) the output is written in channels_last memory format (a dense (N, H, W, channels) buffer)."""
     n, hp, wp, stride = x.shape
     taps, h, w = weight.shape[1:]
-    out = torch.empty(n, channels, h, w, dtype=x.dtype)
+    if channels_last and x.dtype != torch.float32:
+        raise ValueError("adacof_warp: the CPU forward writes channels_last output in float32 only")
+    if channels_last:
+        out = torch.empty(n, h, w, channels, dtype=x.dtype).permute(0, 3, 1, 2)
+    else:
+        out = torch.empty(n, channels, h, w, dtype=x.dtype)
     ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), out.data_ptr())
     sizes = (n, channels, stride, hp, wp, h, w, round(taps**0.5), dilation)
     rule = int(sampling == "floor")
@@ -136,7 +143,7 @@ def forward(
         if None in layouts:
             raise ValueError("adacof_warp: the CPU forward cannot read weights and offsets in this layout/dtype")
         fn = _function("forward_layouts", x.dtype)
-        _check(fn(*ptrs, *sizes, *layouts, rule, torch.get_num_threads()))
+        _check(fn(*ptrs, *sizes, *layouts, int(channels_last), rule, torch.get_num_threads()))
     else:
         if not all(t.dtype == x.dtype and t.is_contiguous() for t in (weight, offset_i, offset_j)):
             raise ValueError("adacof_warp: the CPU forward needs contiguous weights and offsets of the input's dtype")

@@ -197,3 +197,19 @@ def test_warp_backward_under_autocast_matches_fp32() -> None:
     for a, b in zip(low, ref, strict=True):
         assert a.grad.dtype == a.dtype
         torch.testing.assert_close(a.grad.float(), b.grad, atol=1e-2, rtol=2**-7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_float32_softmax_reads_channels_last_in_place(dtype: torch.dtype) -> None:
+    """The kernel-weight softmax of a channels_last input (reduced over the last dim of its (N, H, W, C)
+    view) equals the softmax over dim 1 of the same values in fp32 up to float rounding and stays
+    channels_last; planar inputs keep nn.Softmax's exact values."""
+    from models.adacof import Float32Softmax
+
+    torch.manual_seed(0)
+    x = (4 * torch.randn(2, 25, 6, 7)).to(dtype)
+    ref = torch.softmax(x.float(), 1)
+    out = Float32Softmax(dim=1)(x.to(memory_format=torch.channels_last))
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
+    assert torch.equal(Float32Softmax(dim=1)(x), ref)

@@ -233,6 +233,29 @@ def test_warp_many_without_grad_equals_separate_calls():
         assert torch.equal(o, adacof_warp(p, wt, a, b, 2, sampling="floor"))
 
 
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+@pytest.mark.parametrize("c", [3, 13, 63, 70])
+def test_warp_many_channels_last_inputs_give_channels_last_outputs(rule, c):
+    """channels_last inputs (a channels_last model's tensors) come back channels_last, written so by
+    the kernel, with bitwise the values of separate planar calls; channel counts cover whole groups of
+    register blocks (63, 70) and the blocks left over (3, 13)."""
+    inp, wt, a, b = make(2, c + 2, 5, 2, 7, 11, spread=3.0, dtype=torch.float32, seed=4)
+    wl, al, bl = (t.to(torch.bfloat16).to(memory_format=torch.channels_last) for t in (wt, a, b))
+    parts = [inp[:, :2], inp[:, 2:]]
+    cl = [
+        parts[0].to(memory_format=torch.channels_last),
+        parts[1].to(torch.bfloat16, memory_format=torch.channels_last),
+    ]
+    with torch.no_grad():
+        outs = adacof_warp_many(cl, wl, al, bl, 2, sampling=rule)
+        for p, q, o in zip(parts, cl, outs, strict=True):
+            assert o.dtype == q.dtype
+            assert o.stride(1) == 1  # channels innermost: a channel slice of a channels_last buffer
+            planar = adacof_warp(p.to(q.dtype).contiguous(), wl, al, bl, 2, sampling=rule)
+            assert planar.is_contiguous()
+            assert torch.equal(o, planar)
+
+
 def test_legacy_grad_ignores_channels_beyond_three_of_the_packed_input():
     """The legacy backward reuses the forward's packed input but only its first three channels: an
     infinite value in a later channel must not reach the weight and offset gradients."""
