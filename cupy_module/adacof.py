@@ -214,6 +214,60 @@ class _AdaCoFFunction(torch.autograd.Function):
         return gin, gw, gi, gj, None, None, None, None, None
 
 
+class _WarpManyCPU(torch.autograd.Function):
+    """The CPU warp of several inputs with one kernel set, with true gradients (not ``legacy_grad``).
+
+    The inputs are packed once, straight into the kernel's channels-last layout (no concatenated copy
+    first), and that buffer is kept for the backward. The output is one (N, sum C_k, H, W) tensor,
+    channels_last when every input is (written so by the kernel), else planar. The backward reads the
+    output gradient in whichever of those layouts it comes, writes the weight and offset gradients in
+    their arguments' layouts and dtypes (``cpu.backward``), and hands each input its slice of the
+    kernel's channels-last input gradient: a view for a float32 channels_last input, else a copy in
+    the input's layout and dtype.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        weight: torch.Tensor,
+        offset_i: torch.Tensor,
+        offset_j: torch.Tensor,
+        dilation: int,
+        sampling: str,
+        dtype: torch.dtype,
+        *inputs: torch.Tensor,
+    ) -> torch.Tensor:
+        channels_last = dtype == torch.float32 and all(_is_channels_last(t) for t in inputs)
+        x = cpu.pack_many(inputs, dtype)
+        ctx.save_for_backward(x, weight, offset_i, offset_j)
+        ctx.config = (dilation, sampling)
+        ctx.inputs = [(t.shape[1], t.dtype, _is_channels_last(t)) for t in inputs]
+        operands = (cpu.operand(t, dtype) for t in (weight, offset_i, offset_j))
+        channels = sum(t.shape[1] for t in inputs)
+        return cpu.forward(x, channels, *operands, dilation, sampling, channels_last=channels_last)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, offset_i, offset_j = ctx.saved_tensors
+        dilation, sampling = ctx.config
+        wanted = ctx.needs_input_grad[6:]
+        gin, gw, gi, gj = cpu.backward(
+            x, weight, offset_i, offset_j, grad_output, dilation, sampling, any(wanted), packed_input_grad=True
+        )
+        input_grads: list[torch.Tensor | None] = []
+        start = 0
+        for (c, dtype, channels_last), want in zip(ctx.inputs, wanted, strict=True):
+            if not want or gin is None:
+                input_grads.append(None)
+            elif channels_last:
+                input_grads.append(gin[..., start : start + c].permute(0, 3, 1, 2).to(dtype))
+            else:
+                input_grads.append(cpu._planar(gin, c, start).to(dtype))
+            start += c
+        return gw, gi, gj, None, None, None, *input_grads
+
+
 def adacof_warp(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -239,7 +293,9 @@ def adacof_warp(
     tensors = (input, weight, offset_i, offset_j)
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     with torch.autocast(device_type=input.device.type, enabled=False):
-        if name == "cpu":  # converts weights and offsets itself (autograd casts their gradients back)
+        if name == "cpu" and not legacy_grad:  # reads weights and offsets in their layouts (see _WarpManyCPU)
+            out = _WarpManyCPU.apply(weight, offset_i, offset_j, dilation, sampling, dtype, input)
+        elif name == "cpu":  # converts weights and offsets itself (autograd casts their gradients back)
             out = _AdaCoFFunction.apply(input, weight, offset_i, offset_j, dilation, sampling, legacy_grad, name, dtype)
         else:
             w, oi, oj = (t.to(dtype).contiguous() for t in (weight, offset_i, offset_j))
@@ -313,6 +369,18 @@ def adacof_warp_many(
             _validate(t, weight, offset_i, offset_j, dilation, **options)
         if resolve_backend(options["backend"], inputs[0].device) == "cpu":
             return _warp_many_cpu(inputs, weight, offset_i, offset_j, int(dilation), options["sampling"])
+    else:
+        options = {"sampling": "trunc", "legacy_grad": False, "backend": "auto", **options}
+        for t in inputs:
+            _validate(t, weight, offset_i, offset_j, dilation, **options)
+        if not options["legacy_grad"] and resolve_backend(options["backend"], inputs[0].device) == "cpu":
+            # One pack of all inputs into the kernel's layout (no concatenated copy), gradients in the
+            # arguments' layouts; see _WarpManyCPU.
+            dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+            with torch.autocast(device_type="cpu", enabled=False):
+                out = _WarpManyCPU.apply(weight, offset_i, offset_j, int(dilation), options["sampling"], dtype, *inputs)
+            parts = torch.split(out, [t.shape[1] for t in inputs], dim=1)
+            return [p.to(t.dtype) for p, t in zip(parts, inputs, strict=True)]
     stacked = torch.cat([t.to(dtype).permute(0, 2, 3, 1) for t in inputs], dim=3).permute(0, 3, 1, 2)
     out = adacof_warp(stacked, weight, offset_i, offset_j, dilation, **options)
     parts = torch.split(out, [t.shape[1] for t in inputs], dim=1)

@@ -17,6 +17,7 @@ _ARGTYPES = {
     "planar": [_P] * 2 + [_I64] * 4 + [_I32],
     "planar_bf16": [_P] * 2 + [_I64] * 4 + [_I32],
     "forward_layouts": [_P] * 5 + [_I64] * 9 + [_I32] * 6,
+    "backward_layouts": [_P] * 9 + [_I64] * 9 + [_I32] * 6,
 }
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -101,11 +102,13 @@ def _is_channels_last(t: torch.Tensor) -> bool:
     return t.stride() == (h * w * c, 1, w * c, c)
 
 
-def _planar(t: torch.Tensor, c: int) -> torch.Tensor:
-    """Channels-last (N, H, W, stride) -> contiguous (N, c, H, W), through the library's transpose."""
+def _planar(t: torch.Tensor, c: int, start: int = 0) -> torch.Tensor:
+    """Channels ``[start, start + c)`` of channels-last (N, H, W, stride) -> contiguous (N, c, H, W), through
+    the library's transpose."""
     n, h, w, stride = t.shape
     out = torch.empty(n, c, h, w, dtype=t.dtype)
-    _check(_function("planar", t.dtype)(t.data_ptr(), out.data_ptr(), n, c, stride, h * w, torch.get_num_threads()))
+    src = t.data_ptr() + start * t.element_size()
+    _check(_function("planar", t.dtype)(src, out.data_ptr(), n, c, stride, h * w, torch.get_num_threads()))
     return out
 
 
@@ -151,6 +154,14 @@ def forward(
     return out
 
 
+def _gradient_like(t: torch.Tensor, layout: int) -> torch.Tensor:
+    """An uninitialised gradient buffer for a weight or offset read in ``layout`` (see ``_layout``):
+    float32 planes, or channels_last in the argument's own dtype (float32 or bfloat16)."""
+    if layout == 0:
+        return torch.empty(t.shape, dtype=torch.float32)
+    return torch.empty(t.shape, dtype=t.dtype, memory_format=torch.channels_last)
+
+
 def backward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -160,24 +171,49 @@ def backward(
     dilation: int,
     sampling: str,
     need_input_grad: bool,
+    packed_input_grad: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for (input, weight, offset_i, offset_j) of the warp of the packed input ``x``, whose
-    channel count is that of ``grad_output``, in the dtype of ``weight``.
+    channel count is that of ``grad_output``, computed in the dtype of ``x``.
+
+    float32: weights and offsets are read in any layout ``operand`` takes (others are converted), and
+    each gradient comes back in its argument's layout: float32 planes for planes, channels_last in the
+    argument's dtype for a channels_last argument (a bf16 convolution output under autocast gets a bf16
+    channels_last gradient, written so by the kernel; no converting or transposing copy). The output
+    gradient is read planar or channels_last as it comes. float64: everything as float64 planes.
 
     The input gradient is None unless asked for; when it is, the kernel scatters it into a
     channels-last buffer, returned as a contiguous (N, C, Hp, Wp) tensor (autograd would otherwise
-    make a slow strided copy of a permuted view). The output gradient is read in its planar layout.
+    make a slow strided copy of a permuted view), or with ``packed_input_grad`` as that buffer itself,
+    (N, Hp, Wp, channel_stride(C)).
     """
-    dtype = weight.dtype
+    dtype = x.dtype
     n, hp, wp, stride = x.shape
     c = grad_output.shape[1]
     taps, h, w = weight.shape[1:]
-    go = grad_output.to(dtype).contiguous()
     gin = torch.zeros(n, hp, wp, stride, dtype=dtype) if need_input_grad else None
-    gw, gi, gj = (torch.empty_like(weight) for _ in range(3))
-    fn = _function("backward", dtype)
-    ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), go.data_ptr())
-    grads = (gin.data_ptr() if gin is not None else None, gw.data_ptr(), gi.data_ptr(), gj.data_ptr())
     sizes = (n, c, stride, hp, wp, h, w, round(taps**0.5), dilation)
-    _check(fn(*ptrs, *grads, *sizes, int(sampling == "floor"), torch.get_num_threads()))
-    return (_planar(gin, c) if gin is not None else None), gw, gi, gj
+    rule = int(sampling == "floor")
+    if dtype == torch.float32:
+        operands = [operand(t, dtype) for t in (weight, offset_i, offset_j)]
+        layouts = [_layout(t) for t in operands]
+        grads = [_gradient_like(t, layout) for t, layout in zip(operands, layouts, strict=True)]
+        go = grad_output.to(dtype)
+        go_layout = 1 if _is_channels_last(go) else 0
+        if go_layout == 0:
+            go = go.contiguous()
+        ptrs = (x.data_ptr(), *(t.data_ptr() for t in operands), go.data_ptr())
+        gptrs = (gin.data_ptr() if gin is not None else None, *(g.data_ptr() for g in grads))
+        fn = _function("backward_layouts", dtype)
+        _check(fn(*ptrs, *gptrs, *sizes, *layouts, go_layout, rule, torch.get_num_threads()))
+        gw, gi, gj = grads
+    else:
+        weight, offset_i, offset_j = (contiguous_as(t, dtype) for t in (weight, offset_i, offset_j))
+        go = grad_output.to(dtype).contiguous()
+        gw, gi, gj = (torch.empty_like(weight) for _ in range(3))
+        ptrs = (x.data_ptr(), weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), go.data_ptr())
+        gptrs = (gin.data_ptr() if gin is not None else None, gw.data_ptr(), gi.data_ptr(), gj.data_ptr())
+        _check(_function("backward", dtype)(*ptrs, *gptrs, *sizes, rule, torch.get_num_threads()))
+    if gin is not None and not packed_input_grad:
+        gin = _planar(gin, c)
+    return gin, gw, gi, gj

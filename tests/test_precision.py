@@ -213,3 +213,25 @@ def test_float32_softmax_reads_channels_last_in_place(dtype: torch.dtype) -> Non
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-7)
     assert torch.equal(Float32Softmax(dim=1)(x), ref)
+
+
+def test_spatial_regulariser_channels_last_path_equals_planar() -> None:
+    """g_Spatial of channels_last heads (float32 softmax weights, bf16 offsets, as under autocast) is
+    taken over the last dim of the (N, H, W, C) views: same value and gradients as the planar formula."""
+    from models.adacof import spatial_regulariser
+
+    g = torch.Generator().manual_seed(0)
+    planar = {}
+    for side in ("1", "2"):
+        planar["Weight" + side] = torch.softmax(torch.randn(2, 9, 6, 7, generator=g), 1)
+        for name in ("Alpha", "Beta"):
+            planar[name + side] = (3 * torch.randn(2, 9, 6, 7, generator=g)).to(torch.bfloat16)
+    cl = {k: v.to(memory_format=torch.channels_last).requires_grad_() for k, v in planar.items()}
+    planar = {k: v.clone().requires_grad_() for k, v in planar.items()}
+    a, b = spatial_regulariser(planar), spatial_regulariser(cl)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(b, a, rtol=1e-6, atol=0)
+    for k in planar:
+        assert cl[k].grad.dtype == planar[k].grad.dtype
+        torch.testing.assert_close(cl[k].grad, planar[k].grad)  # summation order: float rounding

@@ -154,13 +154,22 @@ def test_input_gradient_skipped_when_input_needs_none(backend, monkeypatch):
     """A frame that needs no gradient: the kernel is told so, and the other gradients still match."""
     tensors = make(1, 63, 3, 2, 5, 21, spread=3.0)
     seen = []
-    original = cupy_module.adacof._backward
+    if backend == "cpu":  # the CPU path calls cpu.backward directly (need_input_grad is its 8th argument)
+        original_cpu = cupy_module.cpu.backward
 
-    def spy(name, *args):
-        seen.append(args[-1])
-        return original(name, *args)
+        def spy_cpu(*args, **kwargs):
+            seen.append(args[7])
+            return original_cpu(*args, **kwargs)
 
-    monkeypatch.setattr(cupy_module.adacof, "_backward", spy)
+        monkeypatch.setattr(cupy_module.cpu, "backward", spy_cpu)
+    else:
+        original = cupy_module.adacof._backward
+
+        def spy(name, *args):
+            seen.append(args[-1])
+            return original(name, *args)
+
+        monkeypatch.setattr(cupy_module.adacof, "_backward", spy)
     params = [t.clone().requires_grad_() for t in tensors[1:]]
     out = adacof_warp(tensors[0], *params, 2, backend=backend)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=out.dtype)
@@ -266,3 +275,37 @@ def test_legacy_grad_ignores_channels_beyond_three_of_the_packed_input():
     assert torch.equal(gs[0], torch.zeros_like(inp))
     for mine, theirs in zip(gs[1:], rgs[1:], strict=True):
         assert torch.allclose(mine, theirs, atol=1e-11)
+
+
+@pytest.mark.parametrize("rule", ["trunc", "floor"])
+@pytest.mark.parametrize("c", [3, 13, 63])
+def test_warp_many_with_grad_channels_last(rule, c):
+    """The CPU batched warp with gradients (CDFI training under autocast): inputs packed once, a
+    channels_last output for channels_last inputs, weight/offset gradients written by the kernel in
+    their arguments' layout and dtype (bf16 channels_last), the output gradient read channels_last, and
+    each input's gradient its slice of the kernel's buffer; all bitwise equal to one planar float32
+    call of the same numbers."""
+    inp, wt, a, b = make(2, c + 2, 5, 2, 7, 19, spread=3.0, dtype=torch.float32, seed=5)
+    wl, al, bl = (t.to(torch.bfloat16).to(memory_format=torch.channels_last) for t in (wt, a, b))
+    wl = wl.float().to(memory_format=torch.channels_last)  # softmax weights: float32 channels_last
+    params = [t.detach().clone().requires_grad_() for t in (wl, al, bl)]
+    parts = [
+        inp[:, :2].to(memory_format=torch.channels_last).requires_grad_(),
+        inp[:, 2:].to(torch.bfloat16).to(memory_format=torch.channels_last).requires_grad_(),
+    ]
+    outs = adacof_warp_many(parts, *params, 2, sampling=rule)
+    assert outs[0].stride(1) == 1 and outs[1].dtype == torch.bfloat16
+    g = torch.randn(2, c + 2, 7, 19, generator=torch.Generator().manual_seed(9))
+    torch.autograd.backward(outs, [g[:, :2], g[:, 2:].to(torch.bfloat16)])
+    ref_in = torch.cat([parts[0].detach(), parts[1].detach().float()], 1).requires_grad_()
+    ref_params = [t.detach().float().contiguous().requires_grad_() for t in (wl, al, bl)]
+    ref = adacof_warp(ref_in, *ref_params, 2, sampling=rule, backend="cpu")
+    ref_g = torch.cat([g[:, :2], g[:, 2:].to(torch.bfloat16).float()], 1)
+    ref.backward(ref_g)
+    assert torch.equal(outs[0], ref[:, :2]) and torch.equal(outs[1], ref[:, 2:].to(torch.bfloat16))
+    for p, r in zip(params, ref_params, strict=True):
+        assert p.grad.dtype == p.dtype and p.grad.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(p.grad, r.grad.to(p.dtype))
+    assert torch.equal(parts[0].grad, ref_in.grad[:, :2])
+    assert parts[1].grad.dtype == torch.bfloat16
+    assert torch.equal(parts[1].grad, ref_in.grad[:, 2:].to(torch.bfloat16))

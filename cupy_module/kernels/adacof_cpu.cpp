@@ -337,58 +337,101 @@ void forward(const S *input, Operand weight, Operand offset_i, Operand offset_j,
     }
 }
 
-// Rows of the input that output rows [band0, band1) of sample n touch, over all taps.
+// Rows of the input that output rows [band0, band1) of sample n touch, over all taps; offset_i in any
+// Layout (planes: one tap's row at a time; pixel layouts: a pixel's taps at a time, per-tap bounds).
 template <typename T, bool FLOOR>
-void touched_rows(const T *offset_i, i64 n, i64 band0, i64 band1, i64 taps, i64 F, i64 D, i64 Hp, i64 H, i64 W,
+void touched_rows(Operand offset_i, i64 n, i64 band0, i64 band1, i64 taps, i64 F, i64 D, i64 Hp, i64 H, i64 W,
                   i64 &ymin, i64 &ymax) {
     const T big = T(16777216);
-    for (i64 t = 0; t < taps; ++t) {
-        for (i64 i = band0; i < band1; ++i) {
-            const T *oi = offset_i + ((n * taps + t) * H + i) * W;
-            T lo = 0, hi = 0;  // 0 covers NaN offsets, which sample at integer part 0
+    auto part = [big](T a) {
+        a = a > big ? big : (a < -big ? -big : a);
+        return integer_part<T, FLOOR>(a);
+    };
+    if (offset_i.layout == PLANES) {
+        const T *off = static_cast<const T *>(offset_i.data);
+        for (i64 t = 0; t < taps; ++t) {
+            for (i64 i = band0; i < band1; ++i) {
+                const T *oi = off + ((n * taps + t) * H + i) * W;
+                T lo = 0, hi = 0;  // 0 covers NaN offsets, which sample at integer part 0
 #pragma omp simd reduction(min : lo) reduction(max : hi)
-            for (i64 j = 0; j < W; ++j) {
-                T a = oi[j];
-                a = a > big ? big : (a < -big ? -big : a);
-                const T r = integer_part<T, FLOOR>(a);
-                lo = r < lo ? r : lo;
-                hi = r > hi ? r : hi;
+                for (i64 j = 0; j < W; ++j) {
+                    const T r = part(oi[j]);
+                    lo = r < lo ? r : lo;
+                    hi = r > hi ? r : hi;
+                }
+                const i64 base = i + t / F * D;
+                ymin = std::min(ymin, std::clamp<i64>(base + static_cast<i64>(lo), 0, Hp - 1));
+                ymax = std::max(ymax, std::clamp<i64>(base + static_cast<i64>(hi) + 1, 0, Hp - 1));
             }
+        }
+        return;
+    }
+    std::vector<T> lo(static_cast<size_t>(taps)), hi(static_cast<size_t>(taps));
+    for (i64 i = band0; i < band1; ++i) {
+        std::fill(lo.begin(), lo.end(), T(0));
+        std::fill(hi.begin(), hi.end(), T(0));
+        for (i64 j = 0; j < W; ++j) {
+            const i64 at = ((n * H + i) * W + j) * taps;
+            if (offset_i.layout == PIXELS_T) {
+                const T *src = static_cast<const T *>(offset_i.data) + at;
+#pragma omp simd
+                for (i64 t = 0; t < taps; ++t) {
+                    const T r = part(src[t]);
+                    lo[t] = r < lo[t] ? r : lo[t];
+                    hi[t] = r > hi[t] ? r : hi[t];
+                }
+            } else {
+                const bf16 *src = static_cast<const bf16 *>(offset_i.data) + at;
+#pragma omp simd
+                for (i64 t = 0; t < taps; ++t) {
+                    const T r = part(convert<T>(src[t]));
+                    lo[t] = r < lo[t] ? r : lo[t];
+                    hi[t] = r > hi[t] ? r : hi[t];
+                }
+            }
+        }
+        for (i64 t = 0; t < taps; ++t) {
             const i64 base = i + t / F * D;
-            ymin = std::min(ymin, std::clamp<i64>(base + static_cast<i64>(lo), 0, Hp - 1));
-            ymax = std::max(ymax, std::clamp<i64>(base + static_cast<i64>(hi) + 1, 0, Hp - 1));
+            ymin = std::min(ymin, std::clamp<i64>(base + static_cast<i64>(lo[t]), 0, Hp - 1));
+            ymax = std::max(ymax, std::clamp<i64>(base + static_cast<i64>(hi[t]) + 1, 0, Hp - 1));
         }
     }
 }
 
-// Prefetches the cache lines of pixels [at, at + jn) of the weight and offset planes (to read) and of
-// their gradients (to write). The backward's strip order uses one line per plane and row, so the
-// hardware prefetchers see no stream; without this every tap of every tile waited for six misses.
-template <typename T>
-inline void prefetch_tile(const T *weight, const T *offset_i, const T *offset_j, const T *grad_weight,
-                          const T *grad_offset_i, const T *grad_offset_j, i64 at, int jn) {
-    for (i64 k : {at, at + jn - 1}) {
-        __builtin_prefetch(weight + k, 0, 3);
-        __builtin_prefetch(offset_i + k, 0, 3);
-        __builtin_prefetch(offset_j + k, 0, 3);
-        __builtin_prefetch(grad_weight + k, 1, 3);
-        __builtin_prefetch(grad_offset_i + k, 1, 3);
-        __builtin_prefetch(grad_offset_j + k, 1, 3);
-    }
+// Prefetches the cache line of pixels [at, at + jn) of a plane of T: to read (rw = 0) or to write (1).
+// The backward's strip order uses one line per plane and row, so the hardware prefetchers see no
+// stream; without this every tap of every tile waited for six misses (weight, offsets, gradients).
+template <int RW>
+inline void prefetch_row(const void *plane, i64 at, int jn, size_t size) {
+    const char *base = static_cast<const char *>(plane);
+    __builtin_prefetch(base + at * static_cast<i64>(size), RW, 3);
+    __builtin_prefetch(base + (at + jn - 1) * static_cast<i64>(size), RW, 3);
 }
+
+// A weight or offset gradient in the Layout of its argument: PLANES (N, F*F, H, W) of T, or the
+// channels_last layouts (N, H, W, F*F) of T or bf16 (a convolution output's layout, so the gradient
+// needs no transposing copy before the convolution's backward).
+struct Gradient {
+    void *data;
+    int layout;
+};
 
 // Gradients for output rows [band0, band1) of sample n. Per pixel and tap one pass over the channel
 // blocks reads the output gradient and the four corners once, accumulating the four corner dot
 // products as vectors and (INPUT_GRAD) scattering into the input gradient ``local``, whose pixel 0 is
-// input pixel ``shift``. The output gradient ``gimg`` is sample n's (C, H, W) planes; each tile's
-// pixels are first copied channels-last into a small buffer (lanes from C to Cs stay zero). The dot
-// vectors of a tile go to a scratch buffer and are summed VB at a time by a transpose-reduce (a
-// horizontal sum per vector cost more than the rest of the pass); the weight and offset gradients
-// then follow in a loop over the tile's pixels. Tiles run strip by strip (see the top of the file).
+// input pixel ``shift``. The output gradient ``gimg`` is sample n's (C, H, W) planes, or with
+// go_pixels its (H, W, C) pixels; each tile's pixels are first copied channels-last into a small
+// buffer (lanes from C to Cs stay zero). Weights and offsets are read in their Layout: planes in
+// place, pixel layouts upcast into a [tap][pixel] buffer per tile. The dot vectors of a tile go to a
+// scratch buffer and are summed VB at a time by a transpose-reduce (a horizontal sum per vector cost
+// more than the rest of the pass); the weight and offset gradients then follow in a loop over the
+// tile's pixels, into their planes, or for pixel layouts into a [tap][pixel] buffer written out (and
+// narrowed to bf16 where asked) once the tile's taps are done. Tiles run strip by strip (see the top
+// of the file).
 template <typename T, typename S, int VB, bool FLOOR, bool INPUT_GRAD>
-void backward_band(const S *img, const T *weight, const T *offset_i, const T *offset_j, const S *gimg, T *local,
-                   i64 shift, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 n, i64 band0, i64 band1,
-                   i64 C, i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D) {
+void backward_band(const S *img, Operand weight, Operand offset_i, Operand offset_j, const S *gimg, int go_pixels,
+                   T *local, i64 shift, Gradient grad_weight, Gradient grad_offset_i, Gradient grad_offset_j, i64 n,
+                   i64 band0, i64 band1, i64 C, i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D) {
     using B = Block<T, VB>;
     using V = typename B::vec;
     using L = Load<T, S, VB>;
@@ -397,19 +440,40 @@ void backward_band(const S *img, const T *weight, const T *offset_i, const T *of
     Tile<T> g;
     std::vector<T> dots(static_cast<size_t>(4 * BTILE * VB), T(0));  // [corner][pixel][lane]
     std::vector<T> gtile(static_cast<size_t>(BTILE * Cs), T(0));    // output gradient, [pixel][channel]
+    std::vector<T> rows(static_cast<size_t>(3 * taps * TILE));      // pixel-layout operands, [tensor][tap][pixel]
+    std::vector<T> grows(static_cast<size_t>(3 * taps * BTILE));    // pixel-layout gradients, [tensor][tap][pixel]
     alignas(64) T e[4][BTILE];                                        // corner dot products
+    const Gradient grads[3] = {grad_weight, grad_offset_i, grad_offset_j};
+    const Operand operands[3] = {weight, offset_i, offset_j};
     for (i64 j0 = 0; j0 < W; j0 += BTILE) {
         const int jn = static_cast<int>(std::min<i64>(BTILE, W - j0));
         for (i64 i = band0; i < band1; ++i) {
-            for (i64 c = 0; c < C; ++c) {
-                const S *src = gimg + (c * H + i) * W + j0;
-                for (int jj = 0; jj < jn; ++jj) gtile[static_cast<size_t>(jj * Cs + c)] = widen<T>(src[jj]);
+            if (go_pixels) {
+                for (int jj = 0; jj < jn; ++jj) {
+                    const S *src = gimg + (i * W + j0 + jj) * C;
+                    T *dst = gtile.data() + jj * Cs;
+                    for (i64 c = 0; c < C; ++c) dst[c] = widen<T>(src[c]);
+                }
+            } else {
+                for (i64 c = 0; c < C; ++c) {
+                    const S *src = gimg + (c * H + i) * W + j0;
+                    for (int jj = 0; jj < jn; ++jj) gtile[static_cast<size_t>(jj * Cs + c)] = widen<T>(src[jj]);
+                }
             }
+            i64 wstep, astep, bstep;
+            const T *wrow = tap_rows<T>(weight, rows.data(), n, i, j0, jn, taps, H, W, wstep);
+            const T *arow = tap_rows<T>(offset_i, rows.data() + taps * TILE, n, i, j0, jn, taps, H, W, astep);
+            const T *brow = tap_rows<T>(offset_j, rows.data() + 2 * taps * TILE, n, i, j0, jn, taps, H, W, bstep);
             for (i64 t = 0; t < taps; ++t) {
-                const i64 row = ((n * taps + t) * H + i) * W + j0;
-                if (i + 1 < band1) prefetch_tile(weight, offset_i, offset_j, grad_weight, grad_offset_i,
-                                                 grad_offset_j, row + W, jn);
-                tile_geometry<T, FLOOR>(offset_i + row, offset_j + row, jn, static_cast<i32>(i + t / F * D),
+                const i64 row = ((n * taps + t) * H + i) * W + j0;  // of tap t's plane, for planar tensors
+                if (i + 1 < band1) {
+                    for (int k = 0; k < 3; ++k) {
+                        if (operands[k].layout == PLANES) prefetch_row<0>(operands[k].data, row + W, jn, sizeof(T));
+                        if (grads[k].layout == PLANES) prefetch_row<1>(grads[k].data, row + W, jn, sizeof(T));
+                    }
+                }
+                const T *wt = wrow + t * wstep;
+                tile_geometry<T, FLOOR>(arow + t * astep, brow + t * bstep, jn, static_cast<i32>(i + t / F * D),
                                         static_cast<i32>(j0 + t % F * D), static_cast<i32>(Hp),
                                         static_cast<i32>(Wp), g);
                 for (int jj = 0; jj < jn; ++jj) {
@@ -418,7 +482,7 @@ void backward_band(const S *img, const T *weight, const T *offset_i, const T *of
                     const S *p01 = img + g.p01[jj] * Cs, *p11 = img + g.p11[jj] * Cs;
                     V d00 = {}, d10 = {}, d01 = {}, d11 = {};
                     if (INPUT_GRAD) {
-                        const T w = weight[row + jj];
+                        const T w = wt[jj];
                         const T q00 = w * g.c00[jj], q10 = w * g.c10[jj], q01 = w * g.c01[jj], q11 = w * g.c11[jj];
                         // Corners coincide at the border: each scatter reloads what the previous one stored.
                         T *s00 = local + (g.p00[jj] - shift) * Cs, *s10 = local + (g.p10[jj] - shift) * Cs;
@@ -453,13 +517,33 @@ void backward_band(const S *img, const T *weight, const T *offset_i, const T *of
                         Transposed<T, VB>::sums(dots.data() + (k * BTILE + j) * VB, e[k] + j);
                     }
                 }
+                T *gw = grad_weight.layout == PLANES ? static_cast<T *>(grad_weight.data) + row
+                                                     : grows.data() + t * BTILE;
+                T *ga = grad_offset_i.layout == PLANES ? static_cast<T *>(grad_offset_i.data) + row
+                                                       : grows.data() + (taps + t) * BTILE;
+                T *gb = grad_offset_j.layout == PLANES ? static_cast<T *>(grad_offset_j.data) + row
+                                                       : grows.data() + (2 * taps + t) * BTILE;
 #pragma omp simd
                 for (int jj = 0; jj < jn; ++jj) {
-                    const T w = weight[row + jj], fa = g.fa[jj], fb = g.fb[jj];
+                    const T w = wt[jj], fa = g.fa[jj], fb = g.fb[jj];
                     const T e00 = e[0][jj], e10 = e[1][jj], e01 = e[2][jj], e11 = e[3][jj];
-                    grad_weight[row + jj] = g.c00[jj] * e00 + g.c10[jj] * e10 + g.c01[jj] * e01 + g.c11[jj] * e11;
-                    grad_offset_i[row + jj] = w * ((1 - fb) * (e10 - e00) + fb * (e11 - e01));
-                    grad_offset_j[row + jj] = w * ((1 - fa) * (e01 - e00) + fa * (e11 - e10));
+                    gw[jj] = g.c00[jj] * e00 + g.c10[jj] * e10 + g.c01[jj] * e01 + g.c11[jj] * e11;
+                    ga[jj] = w * ((1 - fb) * (e10 - e00) + fb * (e11 - e01));
+                    gb[jj] = w * ((1 - fa) * (e01 - e00) + fa * (e11 - e10));
+                }
+            }
+            for (int k = 0; k < 3; ++k) {  // pixel-layout gradients: the tile's pixels are one contiguous run
+                if (grads[k].layout == PLANES) continue;
+                const T *src = grows.data() + k * taps * BTILE;
+                const i64 at = ((n * H + i) * W + j0) * taps;
+                if (grads[k].layout == PIXELS_T) {
+                    T *dst = static_cast<T *>(grads[k].data) + at;
+                    for (int jj = 0; jj < jn; ++jj)
+                        for (i64 t = 0; t < taps; ++t) dst[jj * taps + t] = src[t * BTILE + jj];
+                } else {
+                    bf16 *dst = static_cast<bf16 *>(grads[k].data) + at;
+                    for (int jj = 0; jj < jn; ++jj)
+                        for (i64 t = 0; t < taps; ++t) dst[jj * taps + t] = narrow<bf16>(src[t * BTILE + jj]);
                 }
             }
         }
@@ -474,9 +558,9 @@ void backward_band(const S *img, const T *weight, const T *offset_i, const T *of
 // (F - 1) * D + 2 rows per thread for ordinary offsets (at most one input-sized buffer per thread for
 // wild ones).
 template <typename T, typename S, int VB, bool FLOOR>
-void backward(const S *input, const T *weight, const T *offset_i, const T *offset_j, const S *grad_output,
-              T *grad_input, T *grad_weight, T *grad_offset_i, T *grad_offset_j, i64 N, i64 C, i64 Cs, i64 Hp,
-              i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
+void backward(const S *input, Operand weight, Operand offset_i, Operand offset_j, const S *grad_output,
+              int go_pixels, T *grad_input, Gradient grad_weight, Gradient grad_offset_i, Gradient grad_offset_j,
+              i64 N, i64 C, i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D, int nthreads) {
     const i64 taps = F * F;
     const i64 row_size = Wp * Cs;
     const int nt = thread_count(nthreads);
@@ -518,9 +602,9 @@ void backward(const S *input, const T *weight, const T *offset_i, const T *offse
                 if (disjoint) {
                     for (int phase = 0; phase < 2; ++phase) {
                         const int b = 2 * tid + phase;
-                        backward_band<T, S, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, gin, 0, grad_weight,
-                                                          grad_offset_i, grad_offset_j, n, H * b / nb,
-                                                          H * (b + 1) / nb, C, Cs, Hp, Wp, H, W, F, D);
+                        backward_band<T, S, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, go_pixels, gin, 0,
+                                                             grad_weight, grad_offset_i, grad_offset_j, n, H * b / nb,
+                                                             H * (b + 1) / nb, C, Cs, Hp, Wp, H, W, F, D);
 #pragma omp barrier
                     }
                     phased = true;
@@ -546,13 +630,13 @@ void backward(const S *input, const T *weight, const T *offset_i, const T *offse
             }
             const i64 shift = ymin * Wp;  // in pixels
             if (local != nullptr) {
-                backward_band<T, S, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, local, shift, grad_weight,
-                                                  grad_offset_i, grad_offset_j, n, band0, band1, C, Cs, Hp, Wp, H, W,
-                                                  F, D);
+                backward_band<T, S, VB, FLOOR, true>(img, weight, offset_i, offset_j, gimg, go_pixels, local, shift,
+                                                     grad_weight, grad_offset_i, grad_offset_j, n, band0, band1, C,
+                                                     Cs, Hp, Wp, H, W, F, D);
             } else {
-                backward_band<T, S, VB, FLOOR, false>(img, weight, offset_i, offset_j, gimg, nullptr, 0, grad_weight,
-                                                   grad_offset_i, grad_offset_j, n, band0, band1, C, Cs, Hp, Wp, H,
-                                                   W, F, D);
+                backward_band<T, S, VB, FLOOR, false>(img, weight, offset_i, offset_j, gimg, go_pixels, nullptr, 0,
+                                                      grad_weight, grad_offset_i, grad_offset_j, n, band0, band1, C,
+                                                      Cs, Hp, Wp, H, W, F, D);
             }
             if (gin != nullptr && nthr > 1) {
 #pragma omp barrier
@@ -603,8 +687,8 @@ template <typename T, typename S>
 using ForwardFn = void (*)(const S *, Operand, Operand, Operand, S *, i64, i64, i64, i64, i64, i64, i64, i64, i64,
                            int, int);
 template <typename T, typename S>
-using BackwardFn = void (*)(const S *, const T *, const T *, const T *, const S *, T *, T *, T *, T *, i64, i64, i64,
-                            i64, i64, i64, i64, i64, i64, int);
+using BackwardFn = void (*)(const S *, Operand, Operand, Operand, const S *, int, T *, Gradient, Gradient, Gradient,
+                            i64, i64, i64, i64, i64, i64, i64, i64, i64, int);
 
 template <typename T, typename S, bool FLOOR>
 ForwardFn<T, S> pick_forward(int vb) {
@@ -656,8 +740,9 @@ inline int check(i64 C, i64 Cs, i64 Hp, i64 Wp, i64 W, i64 F, i64 D) {
         const int vb = block_width<T>(Cs);                                                                    \
         const BackwardFn<T, S> run =                                                                          \
             floor_rule ? pick_backward<T, S, true>(vb) : pick_backward<T, S, false>(vb);                      \
-        run(input, weight, offset_i, offset_j, grad_output, grad_input, grad_weight, grad_offset_i,          \
-            grad_offset_j, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);                                           \
+        run(input, {weight, PLANES}, {offset_i, PLANES}, {offset_j, PLANES}, grad_output, 0, grad_input,     \
+            {grad_weight, PLANES}, {grad_offset_i, PLANES}, {grad_offset_j, PLANES}, N, C, Cs, Hp, Wp, H, W, F, \
+            D, nthreads);                                                                                     \
         return 0;                                                                                             \
     }                                                                                                         \
     extern "C" int adacof_cpu_planar_##SUFFIX(const T *src, S *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) { \
@@ -695,5 +780,29 @@ extern "C" int adacof_cpu_forward_layouts_f32(const float *input, const void *we
 extern "C" int adacof_cpu_planar_bf16_f32(const bf16 *src, float *dst, i64 N, i64 C, i64 Cs, i64 P, int nthreads) {
     if (Cs < C) return 1;
     to_planar(src, dst, N, C, Cs, P, nthreads);
+    return 0;
+}
+
+// The float32 backward with weight, offset_i and offset_j each in its own Layout (as in the forward
+// above); each gradient is written in its argument's Layout (so bf16 channels_last for a bf16
+// channels_last argument), and grad_output is (N, C, H, W) planes (go_layout 0) or channels_last
+// pixels (N, H, W, C) (1). Otherwise as adacof_cpu_backward_f32.
+extern "C" int adacof_cpu_backward_layouts_f32(const float *input, const void *weight, const void *offset_i,
+                                               const void *offset_j, const float *grad_output, float *grad_input,
+                                               void *grad_weight, void *grad_offset_i, void *grad_offset_j, i64 N,
+                                               i64 C, i64 Cs, i64 Hp, i64 Wp, i64 H, i64 W, i64 F, i64 D,
+                                               int weight_layout, int offset_i_layout, int offset_j_layout,
+                                               int go_layout, int floor_rule, int nthreads) {
+    if (const int status = check(C, Cs, Hp, Wp, W, F, D)) return status;
+    for (int layout : {weight_layout, offset_i_layout, offset_j_layout}) {
+        if (layout < PLANES || layout > PIXELS_BF16) return 3;
+    }
+    if (go_layout != PLANES && go_layout != PIXELS_T) return 3;
+    const int vb = block_width<float>(Cs);
+    const BackwardFn<float, float> run =
+        floor_rule ? pick_backward<float, float, true>(vb) : pick_backward<float, float, false>(vb);
+    run(input, {weight, weight_layout}, {offset_i, offset_i_layout}, {offset_j, offset_j_layout}, grad_output,
+        go_layout == PIXELS_T, grad_input, {grad_weight, weight_layout}, {grad_offset_i, offset_i_layout},
+        {grad_offset_j, offset_j_layout}, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);
     return 0;
 }
