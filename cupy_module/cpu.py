@@ -217,3 +217,64 @@ def backward(
     if gin is not None and not packed_input_grad:
         gin = _planar(gin, c)
     return gin, gw, gi, gj
+
+
+def _pixel_layout(t: torch.Tensor) -> int | None:
+    """Layout code of a channels_last float32 (1) or bfloat16 (2) tensor for the channel-mean kernels."""
+    if t.dim() == 4 and t.dtype in (torch.float32, torch.bfloat16) and _is_channels_last(t):
+        return 1 if t.dtype == torch.float32 else 2
+    return None
+
+
+def channel_means_supported(weight: torch.Tensor, offset_i: torch.Tensor, offset_j: torch.Tensor) -> bool:
+    """Whether ``channel_means`` takes these tensors: CPU, channels_last, float32 or bfloat16, one shape,
+    both offsets of one dtype."""
+    tensors = (weight, offset_i, offset_j)
+    return (
+        all(t.device.type == "cpu" and _pixel_layout(t) is not None for t in tensors)
+        and weight.shape == offset_i.shape == offset_j.shape
+        and offset_i.dtype == offset_j.dtype
+    )
+
+
+def channel_means(
+    weight: torch.Tensor, offset_i: torch.Tensor, offset_j: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(weight * offset).mean(1, keepdim=True)`` in float32 for both offsets, one pass over channels_last
+    tensors (see ``channel_means_supported``); (N, 1, H, W) float32 results."""
+    n, c, h, w = weight.shape
+    mi, mj = (torch.empty(n, 1, h, w, dtype=torch.float32) for _ in range(2))
+    fn = cpu_library().adacof_cpu_channel_means
+    fn.argtypes = [_P] * 5 + [_I64] * 2 + [_I32] * 3
+    fn.restype = ctypes.c_int
+    ptrs = (weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), mi.data_ptr(), mj.data_ptr())
+    layouts = (_pixel_layout(weight), _pixel_layout(offset_i))
+    _check(fn(*ptrs, n * h * w, c, *layouts, torch.get_num_threads()))
+    return mi, mj
+
+
+def channel_means_backward(
+    weight: torch.Tensor,
+    offset_i: torch.Tensor,
+    offset_j: torch.Tensor,
+    grad_i: torch.Tensor | None,
+    grad_j: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``channel_means`` for (weight, offset_i, offset_j), each channels_last in its
+    argument's dtype, from the (N, 1, H, W) gradients of the two means (None for zero)."""
+    n, c, h, w = weight.shape
+    grads = [
+        torch.zeros(n, 1, h, w, dtype=torch.float32) if g is None else g.to(torch.float32).contiguous()
+        for g in (grad_i, grad_j)
+    ]
+    outs = [
+        torch.empty(t.shape, dtype=t.dtype, memory_format=torch.channels_last) for t in (weight, offset_i, offset_j)
+    ]
+    fn = cpu_library().adacof_cpu_channel_means_backward
+    fn.argtypes = [_P] * 8 + [_I64] * 2 + [_I32] * 3
+    fn.restype = ctypes.c_int
+    ptrs = (weight.data_ptr(), offset_i.data_ptr(), offset_j.data_ptr(), *(g.data_ptr() for g in grads))
+    layouts = (_pixel_layout(weight), _pixel_layout(offset_i))
+    _check(fn(*ptrs, *(o.data_ptr() for o in outs), n * h * w, c, *layouts, torch.get_num_threads()))
+    gw, gi, gj = outs
+    return gw, gi, gj

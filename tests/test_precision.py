@@ -235,3 +235,107 @@ def test_spatial_regulariser_channels_last_path_equals_planar() -> None:
     for k in planar:
         assert cl[k].grad.dtype == planar[k].grad.dtype
         torch.testing.assert_close(cl[k].grad, planar[k].grad)  # summation order: float rounding
+
+
+def _channel_means_operands(channels: int, weight_dtype: torch.dtype, offset_dtype: torch.dtype, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cl = torch.channels_last
+    w = torch.softmax(torch.randn(2, channels, 5, 7, generator=g), 1).to(weight_dtype).contiguous(memory_format=cl)
+    a, b = (
+        (3 * torch.randn(2, channels, 5, 7, generator=g)).to(offset_dtype).contiguous(memory_format=cl) for _ in "ab"
+    )
+    return w, a, b
+
+
+@pytest.mark.parametrize("channels", [9, 121])
+@pytest.mark.parametrize(
+    "weight_dtype,offset_dtype",
+    [(torch.float32, torch.bfloat16), (torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)],
+)
+def test_fused_channel_means_match_autograd(
+    channels: int, weight_dtype: torch.dtype, offset_dtype: torch.dtype
+) -> None:
+    """The compiled g_Spatial channel means (one pass over channels_last weights and both offsets) equal
+    the torch formula's values up to float rounding (summation order), and their gradients equal torch
+    autograd's, in each argument's dtype and channels_last layout: bitwise for float32 weights (the same
+    products; bf16 offset gradients rounded once as autograd's cast does); for bf16 weights, float32
+    gradients rounded once to bf16 (autograd rounds each product's gradient before summing them)."""
+    from models.adacof import _channel_mean_of_product, _ChannelMeansCPU
+
+    w, a, b = _channel_means_operands(channels, weight_dtype, offset_dtype)
+    g = torch.Generator().manual_seed(1)
+    ga, gb = torch.randn(2, 1, 5, 7, generator=g), torch.randn(2, 1, 5, 7, generator=g)
+    fused = [t.clone().requires_grad_() for t in (w, a, b)]
+    ref = [t.clone().requires_grad_() for t in (w, a, b)]
+    ma, mb = _ChannelMeansCPU.apply(*fused)
+    ra, rb = _channel_mean_of_product(ref[0], ref[1]), _channel_mean_of_product(ref[0], ref[2])
+    assert ma.dtype == torch.float32 and ma.shape == (2, 1, 5, 7)
+    torch.testing.assert_close(ma, ra, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(mb, rb, rtol=1e-6, atol=1e-7)
+    (ma * ga + mb * gb).sum().backward()
+    (ra * ga + rb * gb).sum().backward()
+    for f, r in zip(fused, ref, strict=True):
+        assert f.grad.dtype == r.dtype and f.grad.is_contiguous(memory_format=torch.channels_last)
+        if weight_dtype == torch.float32:
+            assert torch.equal(f.grad, r.grad)
+    if weight_dtype == torch.bfloat16:
+        # autograd rounds each product's gradient to bf16 before summing; compare with float32 gradients
+        # rounded once.
+        exact = [t.float().requires_grad_() for t in (w, a, b)]
+        ea, eb = _channel_mean_of_product(exact[0], exact[1]), _channel_mean_of_product(exact[0], exact[2])
+        (ea * ga + eb * gb).sum().backward()
+        for f, e in zip(fused, exact, strict=True):
+            torch.testing.assert_close(f.grad, e.grad.to(f.dtype), rtol=8e-3, atol=1e-6)
+
+
+def test_fused_channel_means_one_output_used() -> None:
+    """Only one of the two means in the loss: the other's gradient is taken as zero."""
+    from models.adacof import _channel_mean_of_product, _ChannelMeansCPU
+
+    w, a, b = _channel_means_operands(121, torch.float32, torch.bfloat16)
+    fused = [t.clone().requires_grad_() for t in (w, a, b)]
+    ref = [t.clone().requires_grad_() for t in (w, a, b)]
+    _ChannelMeansCPU.apply(*fused)[1].sum().backward()
+    _channel_mean_of_product(ref[0], ref[2]).sum().backward()
+    assert torch.equal(fused[0].grad, ref[0].grad) and torch.equal(fused[2].grad, ref[2].grad)
+    assert torch.count_nonzero(fused[1].grad) == 0
+
+
+def test_fused_channel_means_finite_differences() -> None:
+    """Gradients of the compiled channel means against central differences: the means are linear in each
+    argument, so the difference quotient along a direction in one argument is exact up to rounding."""
+    from models.adacof import _ChannelMeansCPU
+
+    w, a, b = (t.requires_grad_() for t in _channel_means_operands(121, torch.float32, torch.float32))
+    g = torch.Generator().manual_seed(2)
+    ga, gb = torch.randn(2, 1, 5, 7, generator=g), torch.randn(2, 1, 5, 7, generator=g)
+
+    def loss(*args: torch.Tensor) -> torch.Tensor:
+        ma, mb = _ChannelMeansCPU.apply(*args)
+        return (ma * ga).double().sum() + (mb * gb).double().sum()
+
+    loss(w, a, b).backward()
+    with torch.no_grad():
+        for k, grad in enumerate((w.grad, a.grad, b.grad)):
+            d = torch.randn(w.shape, generator=g).contiguous(memory_format=torch.channels_last)
+            args = [t.detach() for t in (w, a, b)]
+            plus, minus = list(args), list(args)
+            plus[k], minus[k] = args[k] + 0.5 * d, args[k] - 0.5 * d
+            numeric = float(loss(*plus) - loss(*minus))
+            analytic = float((grad.double() * d.double()).sum())
+            assert abs(numeric - analytic) <= 1e-4 * max(1.0, abs(analytic))
+
+
+def test_spatial_regulariser_planar_keeps_torch_formula() -> None:
+    """Planar heads (the fp32 model without channels_last) do not take the compiled kernel: g_Spatial is
+    exactly the torch formula of before."""
+    from models.adacof import _channel_mean_of_product, smoothness, spatial_regulariser
+
+    g = torch.Generator().manual_seed(3)
+    k = {
+        n: torch.randn(2, 121, 6, 7, generator=g) for n in ("Weight1", "Alpha1", "Beta1", "Weight2", "Alpha2", "Beta2")
+    }
+    total = torch.zeros(())
+    for w, o in (("Weight1", "Alpha1"), ("Weight1", "Beta1"), ("Weight2", "Alpha2"), ("Weight2", "Beta2")):
+        total = total + smoothness(_channel_mean_of_product(k[w], k[o]))
+    assert torch.equal(spatial_regulariser(k), total)

@@ -806,3 +806,112 @@ extern "C" int adacof_cpu_backward_layouts_f32(const float *input, const void *w
         {grad_offset_j, offset_j_layout}, N, C, Cs, Hp, Wp, H, W, F, D, nthreads);
     return 0;
 }
+
+// g_Spatial's channel means of weight * offset, for channels_last (N, H, W, C) rows of P pixels: one
+// pass over the weights and both offsets of a kernel set (torch would make the fp32 products and their
+// mixed-dtype gradients in separate passes over the 121-channel tensors). Each of weight, offset_i and
+// offset_j is float32 or bf16 (Layout PIXELS_T or PIXELS_BF16); accumulation in float32.
+namespace {
+
+constexpr int MEAN_LANES = 16;
+
+template <typename SW, typename SO>
+void channel_means(const SW *weight, const SO *offset_i, const SO *offset_j, float *mean_i, float *mean_j, i64 P,
+                   i64 C, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(thread_count(nthreads))
+    for (i64 p = 0; p < P; ++p) {
+        const SW *w = weight + p * C;
+        const SO *a = offset_i + p * C, *b = offset_j + p * C;
+        float sa[MEAN_LANES] = {}, sb[MEAN_LANES] = {};
+        i64 c = 0;
+        for (; c + MEAN_LANES <= C; c += MEAN_LANES) {
+            for (int l = 0; l < MEAN_LANES; ++l) {
+                const float wv = widen<float>(w[c + l]);
+                sa[l] += wv * widen<float>(a[c + l]);
+                sb[l] += wv * widen<float>(b[c + l]);
+            }
+        }
+        for (int l = 0; c + l < C; ++l) {
+            const float wv = widen<float>(w[c + l]);
+            sa[l] += wv * widen<float>(a[c + l]);
+            sb[l] += wv * widen<float>(b[c + l]);
+        }
+        float ta = 0.0f, tb = 0.0f;
+        for (int l = 0; l < MEAN_LANES; ++l) {
+            ta += sa[l];
+            tb += sb[l];
+        }
+        mean_i[p] = ta / static_cast<float>(C);
+        mean_j[p] = tb / static_cast<float>(C);
+    }
+}
+
+// Gradients of channel_means: with s = grad_mean / C (the mean's gradient, as torch's mean backward
+// computes it), grad_weight = s_i * offset_i + s_j * offset_j, grad_offset_i = s_i * weight and
+// grad_offset_j = s_j * weight, in float32 and stored in each argument's dtype (bf16 rounded to
+// nearest even). Products and their sum are not contracted into fused multiply-adds, so float32
+// arguments get the same bits as torch's autograd of the product and mean.
+template <typename SW, typename SO>
+__attribute__((optimize("fp-contract=off"))) void channel_means_backward(
+    const SW *weight, const SO *offset_i, const SO *offset_j, const float *grad_i, const float *grad_j,
+    SW *grad_weight, SO *grad_offset_i, SO *grad_offset_j, i64 P, i64 C, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(thread_count(nthreads))
+    for (i64 p = 0; p < P; ++p) {
+        const float si = grad_i[p] / static_cast<float>(C), sj = grad_j[p] / static_cast<float>(C);
+        const i64 at = p * C;
+        for (i64 c = 0; c < C; ++c) {
+            const float wv = widen<float>(weight[at + c]);
+            const float ti = si * widen<float>(offset_i[at + c]);
+            const float tj = sj * widen<float>(offset_j[at + c]);
+            grad_weight[at + c] = narrow<SW>(ti + tj);
+            grad_offset_i[at + c] = narrow<SO>(si * wv);
+            grad_offset_j[at + c] = narrow<SO>(sj * wv);
+        }
+    }
+}
+
+template <typename SW, typename SO>
+int channel_means_run(const void *w, const void *a, const void *b, float *mi, float *mj, i64 P, i64 C,
+                      int nthreads) {
+    channel_means(static_cast<const SW *>(w), static_cast<const SO *>(a), static_cast<const SO *>(b), mi, mj, P, C,
+                  nthreads);
+    return 0;
+}
+
+template <typename SW, typename SO>
+int channel_means_backward_run(const void *w, const void *a, const void *b, const float *gi, const float *gj,
+                               void *gw, void *ga, void *gb, i64 P, i64 C, int nthreads) {
+    channel_means_backward(static_cast<const SW *>(w), static_cast<const SO *>(a), static_cast<const SO *>(b), gi, gj,
+                           static_cast<SW *>(gw), static_cast<SO *>(ga), static_cast<SO *>(gb), P, C, nthreads);
+    return 0;
+}
+
+}  // namespace
+
+// mean_i[p] = mean over c of weight[p, c] * offset_i[p, c] (likewise j) for P pixels of C channels;
+// weight_layout and offset_layout are PIXELS_T (float32) or PIXELS_BF16 (both offsets share one).
+extern "C" int adacof_cpu_channel_means(const void *weight, const void *offset_i, const void *offset_j,
+                                        float *mean_i, float *mean_j, i64 P, i64 C, int weight_layout,
+                                        int offset_layout, int nthreads) {
+    const bool wb = weight_layout == PIXELS_BF16, ob = offset_layout == PIXELS_BF16;
+    if ((!wb && weight_layout != PIXELS_T) || (!ob && offset_layout != PIXELS_T) || C < 1) return 3;
+    if (wb) {
+        return ob ? channel_means_run<bf16, bf16>(weight, offset_i, offset_j, mean_i, mean_j, P, C, nthreads)
+                  : channel_means_run<bf16, float>(weight, offset_i, offset_j, mean_i, mean_j, P, C, nthreads);
+    }
+    return ob ? channel_means_run<float, bf16>(weight, offset_i, offset_j, mean_i, mean_j, P, C, nthreads)
+              : channel_means_run<float, float>(weight, offset_i, offset_j, mean_i, mean_j, P, C, nthreads);
+}
+
+// Gradients of adacof_cpu_channel_means for the float32 mean gradients grad_i, grad_j (P values each);
+// each argument's gradient is written in its layout/dtype.
+extern "C" int adacof_cpu_channel_means_backward(const void *weight, const void *offset_i, const void *offset_j,
+                                                 const float *grad_i, const float *grad_j, void *grad_weight,
+                                                 void *grad_offset_i, void *grad_offset_j, i64 P, i64 C,
+                                                 int weight_layout, int offset_layout, int nthreads) {
+    const bool wb = weight_layout == PIXELS_BF16, ob = offset_layout == PIXELS_BF16;
+    if ((!wb && weight_layout != PIXELS_T) || (!ob && offset_layout != PIXELS_T) || C < 1) return 3;
+    auto run = wb ? (ob ? channel_means_backward_run<bf16, bf16> : channel_means_backward_run<bf16, float>)
+                  : (ob ? channel_means_backward_run<float, bf16> : channel_means_backward_run<float, float>);
+    return run(weight, offset_i, offset_j, grad_i, grad_j, grad_weight, grad_offset_i, grad_offset_j, P, C, nthreads);
+}
