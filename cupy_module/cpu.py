@@ -278,3 +278,15 @@ def channel_means_backward(
     _check(fn(*ptrs, *(o.data_ptr() for o in outs), n * h * w, c, *layouts, torch.get_num_threads()))
     gw, gi, gj = outs
     return gw, gi, gj
+
+
+def softmax_backward_bf16(y: torch.Tensor, grad_y: torch.Tensor) -> torch.Tensor:
+    """Gradient, as bf16 channels_last, of a float32 softmax over dim 1 of a bf16 channels_last input,
+    from its channels_last float32 output ``y`` and output gradient ``grad_y``: one pass."""
+    n, c, h, w = y.shape
+    out = torch.empty(y.shape, dtype=torch.bfloat16, memory_format=torch.channels_last)
+    fn = cpu_library().adacof_cpu_softmax_backward_bf16
+    fn.argtypes = [_P] * 3 + [_I64] * 2 + [_I32]
+    fn.restype = ctypes.c_int
+    _check(fn(y.data_ptr(), grad_y.data_ptr(), out.data_ptr(), n * h * w, c, torch.get_num_threads()))
+    return out

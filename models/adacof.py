@@ -44,8 +44,38 @@ class Float32Softmax(nn.Softmax):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.dim == 1 and input.dim() == 4 and _is_channels_last(input):
-            return torch.softmax(input.permute(0, 2, 3, 1), -1, dtype=torch.float32).permute(0, 3, 1, 2)
+            fused = input.dtype == torch.bfloat16 and input.device.type == "cpu" and input.requires_grad
+            if fused and torch.is_grad_enabled() and _cpu_library_available():
+                return _Bf16SoftmaxCPU.apply(input)
+            return _softmax_last(input)
         return super().forward(input.float())
+
+
+def _softmax_last(input: torch.Tensor) -> torch.Tensor:
+    """Float32 softmax over dim 1 of a channels_last tensor, reduced over the last dim of its (N, H, W, C) view."""
+    return torch.softmax(input.permute(0, 2, 3, 1), -1, dtype=torch.float32).permute(0, 3, 1, 2)
+
+
+class _Bf16SoftmaxCPU(torch.autograd.Function):
+    """``_softmax_last`` of a bf16 channels_last CPU input (a channels_last model's logits under
+    autocast), whose backward writes the bf16 input gradient in the same pass as the float32 softmax
+    gradient (``cupy_module.cpu.softmax_backward_bf16``) instead of a float32 gradient and a converting
+    copy. Same forward values; gradients equal torch's up to float rounding."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor) -> torch.Tensor:
+        y = _softmax_last(input)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        if grad.dtype == torch.float32 and _is_channels_last(grad):
+            return cpu.softmax_backward_bf16(y, grad)
+        grad = grad.float()
+        return (y * (grad - (grad * y).sum(1, keepdim=True))).to(torch.bfloat16)
 
 
 def _is_channels_last(t: torch.Tensor) -> bool:

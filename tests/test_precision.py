@@ -339,3 +339,41 @@ def test_spatial_regulariser_planar_keeps_torch_formula() -> None:
     for w, o in (("Weight1", "Alpha1"), ("Weight1", "Beta1"), ("Weight2", "Alpha2"), ("Weight2", "Beta2")):
         total = total + smoothness(_channel_mean_of_product(k[w], k[o]))
     assert torch.equal(spatial_regulariser(k), total)
+
+
+def test_bf16_softmax_fused_backward_matches_autograd() -> None:
+    """The kernel-weight softmax of bf16 channels_last logits that need a gradient (training under
+    autocast) has the same forward values as before and a bf16 channels_last input gradient equal to
+    torch autograd's up to float rounding, for a channels_last float32 output gradient (one compiled
+    pass) and for a planar one (torch fallback)."""
+    from models.adacof import Float32Softmax
+
+    torch.manual_seed(0)
+    x = (4 * torch.randn(2, 121, 5, 7)).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    for grad in (torch.randn(2, 121, 5, 7).contiguous(memory_format=torch.channels_last), torch.randn(2, 121, 5, 7)):
+        fused, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = Float32Softmax(dim=1)(fused)
+        expected = torch.softmax(ref.permute(0, 2, 3, 1), -1, dtype=torch.float32).permute(0, 3, 1, 2)
+        assert torch.equal(out, expected) and out.is_contiguous(memory_format=torch.channels_last)
+        out.backward(grad)
+        expected.backward(grad)
+        assert fused.grad.dtype == torch.bfloat16
+        assert fused.grad.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(fused.grad.float(), ref.grad.float(), rtol=8e-3, atol=1e-6)
+
+
+def test_bf16_softmax_fused_backward_finite_differences() -> None:
+    """The fused softmax gradient against central differences of the float32 softmax (float64 loss)."""
+    from models.adacof import Float32Softmax
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 9, 3, 4, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(1, 9, 3, 4, generator=g, dtype=torch.float64)
+    x.requires_grad_()
+    (Float32Softmax(dim=1)(x).double() * w).sum().backward()
+    xf = x.detach().double()
+    for idx in ((0, 0, 0, 0), (0, 4, 1, 2), (0, 8, 2, 3)):
+        e = torch.zeros_like(xf)
+        e[idx] = 1e-4
+        numeric = float(((torch.softmax(xf + e, 1) - torch.softmax(xf - e, 1)) * w).sum() / 2e-4)
+        assert abs(float(x.grad[idx]) - numeric) <= 1e-2 * abs(numeric) + 1e-4

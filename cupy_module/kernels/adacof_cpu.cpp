@@ -915,3 +915,27 @@ extern "C" int adacof_cpu_channel_means_backward(const void *weight, const void 
                   : (ob ? channel_means_backward_run<float, bf16> : channel_means_backward_run<float, float>);
     return run(weight, offset_i, offset_j, grad_i, grad_j, grad_weight, grad_offset_i, grad_offset_j, P, C, nthreads);
 }
+
+// Backward of a float32 softmax over rows of C values (the kernel weights' softmax over the last dim of
+// channels_last (N, H, W, C) views) whose input was bf16: grad_x = y * (grad_y - sum(grad_y * y)) in
+// float32, written as bf16 (rounded to nearest even) in the same pass, where torch writes the float32
+// gradient and then converts it.
+extern "C" int adacof_cpu_softmax_backward_bf16(const float *y, const float *grad_y, bf16 *grad_x, i64 P, i64 C,
+                                               int nthreads) {
+    if (C < 1) return 3;
+#pragma omp parallel for schedule(static) num_threads(thread_count(nthreads))
+    for (i64 p = 0; p < P; ++p) {
+        const float *yr = y + p * C, *gr = grad_y + p * C;
+        float s[MEAN_LANES] = {};
+        i64 c = 0;
+        for (; c + MEAN_LANES <= C; c += MEAN_LANES) {
+            for (int l = 0; l < MEAN_LANES; ++l) s[l] += gr[c + l] * yr[c + l];
+        }
+        for (int l = 0; c + l < C; ++l) s[l] += gr[c + l] * yr[c + l];
+        float dot = 0.0f;
+        for (int l = 0; l < MEAN_LANES; ++l) dot += s[l];
+        bf16 *out = grad_x + p * C;
+        for (i64 k = 0; k < C; ++k) out[k] = narrow<bf16>(yr[k] * (gr[k] - dot));
+    }
+    return 0;
+}
