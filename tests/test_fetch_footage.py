@@ -10,12 +10,12 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
 import datasets.fetch_footage as ff
+from tests.video_helpers import write_lossless_video
 
 
 def _frames(count: int, width: int, height: int) -> list[np.ndarray]:
@@ -23,18 +23,6 @@ def _frames(count: int, width: int, height: int) -> list[np.ndarray]:
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     base = np.stack([x / width * 80, y / height * 80, 40 + 20 * np.sin(x / 37.0 + y / 53.0)], axis=-1)
     return [np.clip(base + 6 * i, 0, 255).astype(np.uint8) for i in range(count)]
-
-
-def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    """Lossless FFV1 video, so decoded frames equal the generated ones exactly."""
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def _read(folder: Path) -> list[np.ndarray]:
@@ -61,7 +49,7 @@ def test_fit_width_rule() -> None:
 
 def test_decode_ranges_small_video_exact_indices(tmp_path: Path) -> None:
     frames = _frames(12, 96, 64)
-    video = _write_video(tmp_path / "clip.mkv", frames)
+    video = write_lossless_video(tmp_path / "clip.mkv", frames)
     outs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
     counts = ff.decode_ranges(video, [(0, 4), (3, 9), (10, None)], outs)
     assert counts == [4, 6, 2]
@@ -77,7 +65,7 @@ def test_decode_ranges_small_video_exact_indices(tmp_path: Path) -> None:
 
 def test_decode_ranges_downscales_wide_frames(tmp_path: Path) -> None:
     frames = _frames(5, 1280, 720)
-    video = _write_video(tmp_path / "wide.mkv", frames)
+    video = write_lossless_video(tmp_path / "wide.mkv", frames)
     (count,) = ff.decode_ranges(video, [(1, 4)], [tmp_path / "out"])
     assert count == 3
     got = _read(tmp_path / "out")
@@ -89,13 +77,13 @@ def test_decode_ranges_downscales_wide_frames(tmp_path: Path) -> None:
 
 
 def test_decode_ranges_odd_height_becomes_even(tmp_path: Path) -> None:
-    video = _write_video(tmp_path / "odd.mkv", _frames(2, 1000, 334))
+    video = write_lossless_video(tmp_path / "odd.mkv", _frames(2, 1000, 334))
     ff.decode_ranges(video, [(0, None)], [tmp_path / "out"])
     assert Image.open(tmp_path / "out" / "000001.jpg").size == (640, 214)
 
 
 def test_decode_ranges_past_the_end_is_an_error(tmp_path: Path) -> None:
-    video = _write_video(tmp_path / "short.mkv", _frames(3, 32, 32))
+    video = write_lossless_video(tmp_path / "short.mkv", _frames(3, 32, 32))
     with pytest.raises(ff.FetchError, match="needs 5 frames, the video gave 3"):
         ff.decode_ranges(video, [(0, 5)], [tmp_path / "out"])
     with pytest.raises(ff.FetchError, match="cannot open"):
@@ -141,7 +129,7 @@ def _deb(path: Path, members: dict[str, bytes]) -> Path:
 def fake_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """A synthetic video inside nested archives in a local cache, registered as two clips (no network)."""
     frames = _frames(8, 48, 32)
-    video = _write_video(tmp_path / "synthetic.mkv", frames).read_bytes()
+    video = write_lossless_video(tmp_path / "synthetic.mkv", frames).read_bytes()
     cache = tmp_path / "cache"
     (cache / "pypi").mkdir(parents=True)
     zbuf = io.BytesIO()

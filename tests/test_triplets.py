@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -15,6 +14,7 @@ from PIL import Image
 
 from datasets.make_triplets import TripletBuildError, build_triplets, main, parse_strides
 from datasets.vimeo import TripletListError, VimeoTriplets, synthetic_triplet
+from tests.video_helpers import write_lossless_video
 
 W, H = 64, 48
 
@@ -31,24 +31,13 @@ def _frames(count: int, cut_at: int | None = None) -> list[np.ndarray]:
     ]
 
 
-def _write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    """Lossless FFV1 video, so decoded frames equal the generated ones exactly."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=25)
-        stream.width, stream.height, stream.pix_fmt = W, H, "bgr0"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
 def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
 def test_video_triplets_hold_the_right_frames_and_disjoint_splits(tmp_path) -> None:
     frames = _frames(30)
-    video = _write_video(tmp_path / "clip.mkv", frames)
+    video = write_lossless_video(tmp_path / "clip.mkv", frames)
     report = build_triplets([video], tmp_path / "out", stride=2, val_fraction=0.2, progress=False)
     root = tmp_path / "out"
     train = (root / "tri_trainlist.txt").read_text().split()
@@ -69,7 +58,7 @@ def test_video_triplets_hold_the_right_frames_and_disjoint_splits(tmp_path) -> N
 
 def test_scene_cut_triplets_are_dropped(tmp_path) -> None:
     frames = _frames(20, cut_at=10)
-    video = _write_video(tmp_path / "cut.mkv", frames)
+    video = write_lossless_video(tmp_path / "cut.mkv", frames)
     report = build_triplets([video], tmp_path / "out", val_fraction=0, scene_cut=0.1, progress=False)
     manifest = json.loads((tmp_path / "out" / "triplets.json").read_text())["entries"]
     spans = [v["frames"] for v in manifest.values()]
@@ -94,7 +83,7 @@ def test_frame_folder_with_crop_and_resize(tmp_path) -> None:
 def test_builder_errors(tmp_path, capsys) -> None:
     with pytest.raises(TripletBuildError, match="no such video"):
         build_triplets([tmp_path / "nope.mp4"], tmp_path / "out", progress=False)
-    video = _write_video(tmp_path / "short.mkv", _frames(4))
+    video = write_lossless_video(tmp_path / "short.mkv", _frames(4))
     with pytest.raises(TripletBuildError, match="too few"):
         build_triplets([video], tmp_path / "out", stride=1, val_fraction=0.5, progress=False)
     assert not (tmp_path / "out").exists()
@@ -216,7 +205,7 @@ def test_synthetic_triplet_middle_frame_is_half_way() -> None:
 
 
 def test_several_strides_give_one_set_each_from_disjoint_frames(tmp_path) -> None:
-    video = _write_video(tmp_path / "clip.mkv", _frames(30))
+    video = write_lossless_video(tmp_path / "clip.mkv", _frames(30))
     build_triplets([video], tmp_path / "out", stride=[2, 1], val_fraction=0.2, progress=False)
     manifest = json.loads((tmp_path / "out" / "triplets.json").read_text())
     assert manifest["options"]["stride"] == [1, 2]
