@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from video_helpers import write_lossless_video
 
 import datasets.fetch_footage as ff
-from tests.video_helpers import write_lossless_video
 
 
 def _frames(count: int, width: int, height: int) -> list[np.ndarray]:

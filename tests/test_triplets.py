@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from video_helpers import write_lossless_video
 
 from datasets.make_triplets import TripletBuildError, build_triplets, main, parse_strides
 from datasets.vimeo import TripletListError, VimeoTriplets, synthetic_triplet
-from tests.video_helpers import write_lossless_video
 
 W, H = 64, 48
 
