@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--legacy_grad", action="store_true", help="the published warp backward pass (exact replication)")
     g.add_argument("--init_from", help="start from the weights of this checkpoint (not its optimizer state)")
+    g.add_argument(
+        "--grow_from",
+        metavar="CKPT",
+        help="start from a trained AdaCoF-family checkpoint of other widths or F/D (e.g. compressed F5/D1 into\n"
+        "CDFI F11/D2): its network is copied in so the AdaCoF output starts as its output (cdfi/grow.py)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", default="db/vimeo_triplet", help="Vimeo-90K-layout triplet folder")
     g.add_argument(

@@ -12,6 +12,10 @@ Terms (weight ``*`` name, joined by ``+``):
   training dict, before occlusion blending) to ground truth, averaged over the two. Not part of the
   published recipe: it gives each side's offsets a first-order motion signal, which the blended output
   lacks at the frame average (there both sides' errors cancel to first order; issue 11);
+- ``Context``: Charbonnier distance of CDFI's GridNet synthesis (``context``, before the Blend head
+  mixes it with the AdaCoF output) to ground truth. Not published either: once the Blend head has
+  learnt to ignore an untrained GridNet, the output loss no longer reaches the GridNet, and this term
+  keeps it learning until its synthesis is worth blending in;
 - ``g_<name>``: a regulariser returned by the model in training mode (``g_Spatial``; the AdaCoF
   family also returns ``g_Occlusion``), taken as is.
 
@@ -50,7 +54,7 @@ PUBLISHED_LOSS = "1*Charb+0.01*g_Spatial+0.005*VGG"
 ADACOF_LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
 DEFAULT_LOSSES = {"cdfi_adacof": PUBLISHED_LOSS, "adacof": ADACOF_LOSS, "compressed_adacof": ADACOF_LOSS}
 PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
-SIDE_TERMS = ("Warp",)
+SIDE_TERMS = ("Warp", "Context")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
@@ -211,6 +215,12 @@ class CompositeLoss(nn.Module):
                     raise LossSpecError("loss term Warp needs the warped frames warp0/warp2 of a training-mode model")
                 sides = (outputs["warp0"].float(), outputs["warp2"].float())
                 value = sum(charbonnier(side, target) for side in sides) / 2
+            elif term.name == "Context":
+                if "context" not in outputs:
+                    raise LossSpecError(
+                        "loss term Context needs the GridNet synthesis 'context' of a training-mode CDFI model"
+                    )
+                value = charbonnier(outputs["context"].float(), target)
             else:
                 if term.name not in outputs:
                     raise LossSpecError(f"loss term {term.name} is not among the model outputs {sorted(outputs)}")

@@ -21,8 +21,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cdfi.checkpoint import checkpoint_variant, load_checkpoint, load_weights
+from cdfi.checkpoint import checkpoint_variant, load_checkpoint, load_model, load_weights
 from cdfi.fileio import atomic_write_text
+from cdfi.grow import grow
 from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
 from cdfi.paths import resolve_data_root
 from cdfi.precision import prepare_model, resolve_precision
@@ -38,6 +39,7 @@ from cdfi.training import (
     init_weight_temperature,
     parameter_groups,
     parse_head_lr,
+    unwrap,
 )
 from datasets.benchmark_sets import BenchmarkItem, vimeo_test_items
 from datasets.vimeo import VimeoTriplets, read_triplet_list
@@ -73,6 +75,8 @@ SMALL_RECIPE: dict[str, Any] = {
     "decay_type": "none",
     "crop": 128,
 }
+# --grow_from's Blend bias unless --blend_bias is given: 0.25% of the untrained GridNet in the output.
+GROW_BLEND_BIAS = -6.0
 # The small recipe's losses: the published terms plus Warp; CDFI's VGG term is left out (no ImageNet
 # weights offline, and a small budget first needs PSNR).
 SMALL_LOSSES = {
@@ -245,6 +249,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainSetupError(f"--workers must be >= 0, got {args.workers}")
     if args.blend_bias is not None and args.model != "cdfi_adacof":
         raise TrainSetupError("--blend_bias applies to --model cdfi_adacof only (the Blend head is CDFI's)")
+    if args.grow_from and args.init_from:
+        raise TrainSetupError("--grow_from and --init_from both give the starting weights; pass one")
+    if args.grow_from and args.weight_temperature != 1.0:
+        raise TrainSetupError("--weight_temperature rescales a fresh Weight head; --grow_from copies trained ones")
     if args.flow_warmstart < 0 or args.synthetic_shift <= 0:
         raise TrainSetupError("--flow_warmstart must be >= 0 and --synthetic_shift positive")
     if args.threads is not None and args.threads < 1:
@@ -362,6 +370,26 @@ def _init_weights(model: nn.Module, args: argparse.Namespace, fresh: bool) -> No
         init_blend(model, args.blend_bias)
         if args.weight_temperature != 1.0:
             init_weight_temperature(model, args.weight_temperature)
+        if args.grow_from:
+            _grow(model, args)
+
+
+def _grow(model: nn.Module, args: argparse.Namespace) -> None:
+    """--grow_from: copy a trained AdaCoF-family checkpoint into the fresh model (``cdfi.grow``)."""
+    source = load_model(args.grow_from)
+    if source.sampling != args.sampling:
+        warnings.warn(
+            f"{args.grow_from} was trained with sampling={source.sampling!r}, training with {args.sampling!r}",
+            stacklevel=1,
+        )
+    blend = GROW_BLEND_BIAS if args.blend_bias is None else args.blend_bias
+    report = grow(source, unwrap(model), blend_bias=blend, seed=args.seed)
+    narrowed = ", ".join(f"{k} {a}->{b}" for k, (a, b) in report.narrowed.items())
+    print(
+        f"grown from {args.grow_from}: its AdaCoF output is kept"
+        + (f" (narrowed channels: {narrowed})" if narrowed else " exactly"),
+        file=sys.stderr,
+    )
 
 
 def _prepare_run_dir(run_dir: Path, saved_args: dict[str, Any], resume_path: Path | None) -> None:

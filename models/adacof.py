@@ -316,6 +316,13 @@ class WarpingModel(nn.Module):
         """The interpolated frame from padded frames and their kernels."""
         return self.synthesize_parts(frame0, frame2, k)[0]
 
+    def training_outputs(
+        self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The images a training loss can use: ``frame1`` (the output), ``warp0``/``warp2``."""
+        frame, warp0, warp2 = self.synthesize_parts(frame0, frame2, k)
+        return {"frame1": frame, "warp0": warp0, "warp2": warp2}
+
     def synthesize_parts(
         self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -331,15 +338,15 @@ class WarpingModel(nn.Module):
 
     def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         """Middle frame in eval mode; in train mode a dict with ``frame1``, the two warped input frames
-        ``warp0``/``warp2`` and the regularisers ``g_*``."""
+        ``warp0``/``warp2`` (CDFI: also its GridNet synthesis ``context``) and the regularisers ``g_*``."""
         check_frames(frame0, frame2)
         h, w = frame0.shape[-2:]
         frame0, frame2 = pad_to_multiple(frame0), pad_to_multiple(frame2)
         k = self.get_kernel(frame0, frame2)
         if not self.training:
             return self.synthesize(frame0, frame2, k)[..., :h, :w]
-        out, warp0, warp2 = (t[..., :h, :w] for t in self.synthesize_parts(frame0, frame2, k))
-        return {"frame1": out, "warp0": warp0, "warp2": warp2, **self.regularisers(k)}
+        images = {name: t[..., :h, :w] for name, t in self.training_outputs(frame0, frame2, k).items()}
+        return {**images, **self.regularisers(k)}
 
 
 class AdaCoF(WarpingModel):

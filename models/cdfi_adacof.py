@@ -33,6 +33,14 @@ class CDFIAdaCoF(WarpingModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(frame, warp0, warp2)``: the Blend of GridNet's synthesis with the AdaCoF output, and the
         two warped frames."""
+        out = self.training_outputs(frame0, frame2, k)
+        return out["frame1"], out["warp0"], out["warp2"]
+
+    def training_outputs(
+        self, frame0: torch.Tensor, frame2: torch.Tensor, k: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``frame1``, ``warp0``/``warp2`` and ``context``, the GridNet's own synthesis before the Blend
+        (for the ``Context`` loss term, which keeps the GridNet learning while the Blend head ignores it)."""
         p0, p2 = self.pad_frame(frame0), self.pad_frame(frame2)
         size = p0.shape[-2:]
         feats = [F.interpolate(k[f"feature{i}"], size=size, mode="bilinear", align_corners=False) for i in range(1, 6)]
@@ -44,7 +52,7 @@ class CDFIAdaCoF(WarpingModel):
         context = self.context_synthesis(torch.cat(stack, 1))
         occ, blend = k["Occlusion"], k["Blend"]
         frame = blend * context + (1 - blend) * (occ * warp0 + (1 - occ) * warp2)
-        return frame, warp0, warp2
+        return {"frame1": frame, "warp0": warp0, "warp2": warp2, "context": context}
 
     def regularisers(self, k: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"g_Spatial": spatial_regulariser(k)}

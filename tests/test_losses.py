@@ -73,6 +73,17 @@ def test_warp_term_is_the_mean_charbonnier_of_the_two_warped_frames() -> None:
         CompositeLoss("1*Warp")(frame, gt)
 
 
+def test_context_term_is_the_charbonnier_of_the_gridnet_synthesis() -> None:
+    torch.manual_seed(1)
+    gt, context, frame = (torch.rand(2, 3, 8, 9) for _ in range(3))
+    total, parts = CompositeLoss("2*Context")({"frame1": frame, "context": context}, gt)
+    expected = float(np.sqrt((context.numpy().astype(np.float64) - gt.numpy()) ** 2 + 1e-6).mean())
+    assert parts["Context"] == pytest.approx(expected, rel=1e-5)
+    assert float(total) == pytest.approx(2 * expected, rel=1e-5)
+    with pytest.raises(LossSpecError, match="context"):
+        CompositeLoss("1*Context")({"frame1": frame, "warp0": frame, "warp2": frame}, gt)
+
+
 def test_regulariser_must_come_from_the_model() -> None:
     model = make_model("cdfi_adacof").train()
     with torch.no_grad():

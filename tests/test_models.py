@@ -38,7 +38,8 @@ def test_eval_and_train_outputs(name: str) -> None:
     assert out.shape == f0.shape
     assert torch.isfinite(out).all()
     result = model.train()(f0, f2)
-    expected = {"frame1", "warp0", "warp2", "g_Spatial"} | ({"g_Occlusion"} if name != "cdfi_adacof" else set())
+    own = {"context"} if name == "cdfi_adacof" else {"g_Occlusion"}
+    expected = {"frame1", "warp0", "warp2", "g_Spatial"} | own
     assert set(result) == expected
     assert result["frame1"].shape == f0.shape
     assert result["g_Spatial"].dim() == 0 and result["g_Spatial"] > 0
@@ -47,7 +48,8 @@ def test_eval_and_train_outputs(name: str) -> None:
 @pytest.mark.parametrize("name", ["compressed_adacof", "cdfi_adacof"])
 def test_train_mode_warped_frames_are_the_reference_warps(name: str) -> None:
     """``warp0``/``warp2`` are each padded input warped by its own kernel set (the reference warp); for
-    the AdaCoF family the output is their occlusion-weighted sum."""
+    the AdaCoF family the output is their occlusion-weighted sum, for CDFI that sum blended with
+    ``context``, the GridNet synthesis."""
     torch.manual_seed(0)
     model = make_model(name, 5, 1, sampling="floor").train()
     f0, f2 = torch.rand(1, 3, 37, 45), torch.rand(1, 3, 37, 45)
@@ -61,9 +63,12 @@ def test_train_mode_warped_frames_are_the_reference_warps(name: str) -> None:
     w0, w2 = w0[..., :37, :45], w2[..., :37, :45]
     torch.testing.assert_close(result["warp0"], w0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(result["warp2"], w2, atol=1e-5, rtol=1e-5)
-    if name != "cdfi_adacof":
-        occ = kernels["Occlusion"][..., :37, :45]
-        torch.testing.assert_close(result["frame1"], occ * w0 + (1 - occ) * w2, atol=1e-5, rtol=1e-5)
+    occ = kernels["Occlusion"][..., :37, :45]
+    adacof = occ * w0 + (1 - occ) * w2
+    if name == "cdfi_adacof":  # the published Blend of the GridNet synthesis with the AdaCoF output
+        blend = kernels["Blend"][..., :37, :45]
+        adacof = blend * result["context"] + (1 - blend) * adacof
+    torch.testing.assert_close(result["frame1"], adacof, atol=1e-5, rtol=1e-5)
 
 
 def test_list_models() -> None:

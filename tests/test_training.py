@@ -18,7 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio
 from torch.utils.data import DataLoader
 
 import train
-from cdfi.checkpoint import load_checkpoint, load_model
+from cdfi.checkpoint import load_checkpoint, load_model, save_checkpoint
 from cdfi.imageio import read_image
 from cdfi.losses import CompositeLoss
 from cdfi.run_log import RunLog
@@ -268,6 +268,7 @@ def test_bad_input_stops_before_work(tmp_path, capsys, monkeypatch) -> None:
         (("--model", "cdfi_adacof", "--loss", LOSS), "g_Occlusion"),
         (("--head_lr", "Gamma=2"), "Gamma"),
         (("--model", "compressed_adacof", "--blend_bias", "-4"), "--blend_bias"),
+        (("--grow_from", "a.pth", "--init_from", "b.pth"), "pass one"),
     ]
     for i, (extra, needle) in enumerate(cases):
         assert run_cli(tmp_path, "--batch_size", "2", *extra, uid=f"bad{i}") == 2
@@ -293,6 +294,33 @@ def test_floor_sampling_from_a_published_checkpoint_warns(tmp_path) -> None:
             tmp_path, "--init_from", str(published), "--sampling", "floor", "--batch_size", "2", "--max_steps", "1"
         )
     assert code == 0
+
+
+def test_grow_from_starts_cdfi_from_a_trained_compressed_model(tmp_path, capsys) -> None:
+    """--grow_from copies a compressed AdaCoF F5/D1 into a fresh CDFI F11/D2 (cdfi.grow): before the
+    first step CDFI's AdaCoF output is the source's, and the Context term trains the GridNet."""
+    make_set(tmp_path / "data")
+    source = make_model("compressed_adacof", sampling="floor")
+    init_he(source, seed=2)
+    save_checkpoint(tmp_path / "source.pth", source, epoch=1)
+    code = run_cli(
+        tmp_path,
+        *("--model", "cdfi_adacof", "--sampling", "floor", "--grow_from", str(tmp_path / "source.pth")),
+        *("--loss", "1*Charb+0.01*g_Spatial+1*Context", "--batch_size", "2", "--max_steps", "1", "--lr", "0"),
+    )
+    assert code == 0
+    assert "grown from" in capsys.readouterr().err
+    run = tmp_path / "mw" / "run"
+    assert float(_csv(run / "loss.csv")[0]["Context"]) > 0
+    grown = load_model(run / "checkpoints" / "last.pth").eval()
+    f0, f2 = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        k = grown.get_kernel(f0, f2)
+        _, w0, w2 = grown.synthesize_parts(f0, f2, k)
+        expected = source.eval()(f0, f2)
+    adacof = k["Occlusion"] * w0 + (1 - k["Occlusion"]) * w2
+    assert float((adacof - expected).abs().mean()) < 0.1 * float((expected - (f0 + f2) / 2).abs().mean())
+    assert float(k["Blend"].max()) < 0.01
 
 
 def test_small_budget_flags_run_and_write_validation_curves(tmp_path) -> None:
