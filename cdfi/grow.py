@@ -14,8 +14,10 @@ where the source's ended:
   difference of the two taps' base positions, so it samples exactly where the source tap did. Target
   taps without a source tap get Weight logits of ``unused_logit`` (zero weights), a softmax share of
   about ``exp(unused_logit - max logit)`` each, and learn from there.
-- CDFI's own parts (feature projections, Blend head, GridNet) keep the target's initialisation, with
-  the Blend head's output bias set to ``blend_bias`` so the output starts (almost) as the source's.
+- CDFI's own parts keep the target's initialisation, except that the Blend head's output bias is set
+  to ``blend_bias``, so the output starts (almost) as the source's, and the GridNet starts as the
+  average of the two warped frames (``init_gridnet_average``): with the published init its synthesis
+  starts far below the warped frames, and the Blend head learns to switch it off before it catches up.
 
 Offsets are shifted by whole pixels, so the copy is exact for ``floor`` sampling (true bilinear
 interpolation); under the published ``trunc`` rule a shifted offset can change sides of zero, which
@@ -31,8 +33,9 @@ import torch
 from torch import nn
 
 from models import WarpingModel
+from models.gridnet import GridNet
 
-__all__ = ["GrowError", "GrowReport", "grow"]
+__all__ = ["GrowError", "GrowReport", "grow", "init_gridnet_average"]
 
 TAP_HEADS = ("Weight1", "Alpha1", "Beta1", "Weight2", "Alpha2", "Beta2")
 
@@ -194,5 +197,31 @@ def grow(
             dst.bias.copy_(bias)
         if "Blend" in target.get_kernel.head_names:
             target.get_kernel.moduleBlend[7].bias.fill_(blend_bias)
+            init_gridnet_average(target.context_synthesis)
     exact = not narrowed and source.sampling == target.sampling == "floor"
     return GrowReport(narrowed, exact)
+
+
+def init_gridnet_average(gridnet: GridNet) -> None:
+    """Make CDFI's GridNet output the mean of its first two RGB inputs (the two warped frames) while
+    every block stays trainable: the last conv of each block that adds into the full-resolution row is
+    zeroed (residual blocks become identities, up-sampling blocks add nothing), and the two 3x3 convs
+    that change width there (``lateral_init.conv``, ``lateral_final.conv``) carry channels 0-2 through
+    their centre tap. The lower rows keep their initialisation; their contributions start at zero."""
+    with torch.no_grad():
+        blocks = [gridnet.lateral_init, gridnet.lateral_final]
+        blocks += [getattr(gridnet, f"lateral_0_{c}") for c in range(5)]
+        blocks += [getattr(gridnet, f"up_0_{u}") for u in range(3)]
+        for block in blocks:
+            last = block.f[-1]
+            last.weight.zero_()
+            last.bias.zero_()
+        first, final = gridnet.lateral_init.conv, gridnet.lateral_final.conv
+        first.weight[:3].zero_()
+        first.bias[:3].zero_()
+        final.weight.zero_()
+        final.bias.zero_()
+        for c in range(3):
+            first.weight[c, c, 1, 1] = 0.5
+            first.weight[c, 3 + c, 1, 1] = 0.5
+            final.weight[c, c, 1, 1] = 1.0

@@ -106,3 +106,20 @@ def test_bad_sources_are_refused() -> None:
         grow(make_model("compressed_adacof", 11, 2), make_model("compressed_adacof", 5, 1))
     with pytest.raises(GrowError, match="odd number"):
         grow(make_model("compressed_adacof", 5, 1), make_model("compressed_adacof", 6, 2))
+
+
+def test_grown_cdfi_gridnet_starts_as_the_mean_of_the_warped_frames() -> None:
+    """After grow the GridNet synthesis equals (warp0 + warp2) / 2, and every GridNet block still gets
+    a gradient from a loss on it (nothing is frozen by the zeroed convs)."""
+    torch.manual_seed(0)
+    source = make_model("compressed_adacof", 5, 1, sampling="floor")
+    init_he(source, seed=1)
+    target = make_model("cdfi_adacof", sampling="floor").train()
+    grow(source, target)
+    f0, f2, gt = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    out = target(f0, f2)
+    torch.testing.assert_close(out["context"], (out["warp0"] + out["warp2"]) / 2, atol=1e-6, rtol=0)
+    (out["context"] - gt).abs().mean().backward()
+    grid = target.context_synthesis
+    for name in ("lateral_init", "lateral_0_2", "up_0_1", "lateral_final"):
+        assert float(getattr(grid, name).f[-1].weight.grad.abs().sum()) > 0, name
