@@ -11,13 +11,7 @@ from cdfi.grow import GrowError, grow
 from cdfi.training import init_he
 from models import make_model, published_arch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _narrower(spec: dict, by: int = 3) -> dict:

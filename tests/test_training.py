@@ -44,13 +44,7 @@ W, H = 48, 32
 LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads per test are slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
