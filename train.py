@@ -24,6 +24,8 @@ the ``Warp`` loss term, 128x128 motion-aware crops and a constant learning rate,
 average within minutes on a CPU (docs/small_budget_training.md). The single options, all off by
 default: ``--sampling floor``, ``--init he``, a ``Warp`` term in ``--loss``, ``--offset_init``,
 ``--motion_crop``, ``--flow_warmstart``, ``--weight_temperature``, ``--head_lr``, ``--synthetic``.
+CDFI on a small budget starts best from a trained compressed AdaCoF: ``--grow_from CKPT`` copies it in
+(``cdfi/grow.py``) and a ``Context`` term in ``--loss`` trains the GridNet's own synthesis.
 
 This file is the command line only: ``cdfi.train_setup`` turns it into a ``Trainer`` (``cdfi.training``),
 ``cdfi.train_eval`` evaluates and keeps the best checkpoint while it trains, ``cdfi.run_log`` writes the

@@ -143,20 +143,21 @@ def _tap_map(source: WarpingModel, target: WarpingModel) -> tuple[list[int], tor
 def grow(
     source: WarpingModel,
     target: WarpingModel,
-    blend_bias: float = -8.0,
+    blend_bias: float = -6.0,
     unused_logit: float = -12.0,
     new_scale: float = 0.1,
     seed: int = 0,
 ) -> GrowReport:
     """Copy the trained ``source`` into ``target`` (in place) as described in the module docstring.
 
-    ``new_scale`` scales the He-normal init of new filters. Returns which channel spaces had to be
+    ``blend_bias`` -6 leaves 0.25% of the GridNet in CDFI's first outputs. ``new_scale`` scales the
+    He-normal init of new filters. Returns which channel spaces had to be
     narrowed (``exact`` is True when none was and both use ``floor`` sampling).
     """
     if source.model_name == "cdfi_adacof":
         raise GrowError("the source must be an AdaCoF-family model (adacof or compressed_adacof), not CDFI")
     if (source.kernel_size - 1) * source.dilation % 2 or (target.kernel_size - 1) * target.dilation % 2:
-        raise GrowError("kernel sizes must be odd")
+        raise GrowError("(F - 1) * D must be even for both kernels (a whole-pixel padding on each side)")
     if (target.kernel_size - source.kernel_size) % 2:
         raise GrowError(
             f"an F{source.kernel_size} kernel cannot be centred in an F{target.kernel_size} one "

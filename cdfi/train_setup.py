@@ -75,8 +75,6 @@ SMALL_RECIPE: dict[str, Any] = {
     "decay_type": "none",
     "crop": 128,
 }
-# --grow_from's Blend bias unless --blend_bias is given: 0.25% of the untrained GridNet in the output.
-GROW_BLEND_BIAS = -6.0
 # The small recipe's losses: the published terms plus Warp; CDFI's VGG term is left out (no ImageNet
 # weights offline, and a small budget first needs PSNR).
 SMALL_LOSSES = {
@@ -382,8 +380,8 @@ def _grow(model: nn.Module, args: argparse.Namespace) -> None:
             f"{args.grow_from} was trained with sampling={source.sampling!r}, training with {args.sampling!r}",
             stacklevel=1,
         )
-    blend = GROW_BLEND_BIAS if args.blend_bias is None else args.blend_bias
-    report = grow(source, unwrap(model), blend_bias=blend, seed=args.seed)
+    blend = {} if args.blend_bias is None else {"blend_bias": args.blend_bias}
+    report = grow(source, unwrap(model), seed=args.seed, **blend)
     narrowed = ", ".join(f"{k} {a}->{b}" for k, (a, b) in report.narrowed.items())
     print(
         f"grown from {args.grow_from}: its AdaCoF output is kept"
