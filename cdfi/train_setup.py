@@ -199,7 +199,7 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         num_workers=args.workers,
         drop_last=True,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=args.workers > 0,
     )
     warm = FlowWarmStart(model, args.flow_warmstart, args.flow_warmstart_weight) if args.flow_warmstart else None
     trainer = Trainer(

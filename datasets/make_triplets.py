@@ -119,7 +119,11 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
             except OSError as exc:
                 raise TripletBuildError(f"{f}: not a readable image ({exc})") from None
         return
-    import av
+    try:
+        import av
+    except ImportError:
+        yield from _read_frames_opencv(path, max_frames)
+        return
 
     try:
         container = av.open(str(path))
@@ -132,6 +136,29 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.
             if max_frames is not None and i >= max_frames:
                 return
             yield frame.to_ndarray(format="rgb24")
+
+
+def _read_frames_opencv(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
+    """Decode a video with OpenCV: the fallback where PyAV is not installed (e.g. a bare GPU image)."""
+    try:
+        import cv2
+    except ImportError:
+        raise TripletBuildError(f"{path}: decoding videos needs PyAV or OpenCV (pip install av)") from None
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise TripletBuildError(f"{path}: not a readable video (OpenCV could not open it)")
+        count = 0
+        while max_frames is None or count < max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            count += 1
+            yield np.ascontiguousarray(frame[..., ::-1])
+        if count == 0:
+            raise TripletBuildError(f"{path}: has no decodable video frames")
+    finally:
+        capture.release()
 
 
 def _transform(

@@ -226,3 +226,27 @@ def test_stride_list_parsing_rejects_bad_values() -> None:
     for bad in ("0", "1,x", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_strides(bad)
+
+
+def test_opencv_decodes_videos_where_pyav_is_missing(tmp_path, monkeypatch) -> None:
+    import builtins
+
+    from datasets.make_triplets import read_frames
+
+    frames = _frames(12)
+    video = write_lossless_video(tmp_path / "clip.mkv", frames)
+    real_import = builtins.__import__
+
+    def no_av(name, *args, **kwargs):
+        if name == "av":
+            raise ImportError("No module named 'av'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    decoded = list(read_frames(video, max_frames=10))
+    assert len(decoded) == 10
+    for got, want in zip(decoded, frames, strict=False):
+        np.testing.assert_array_equal(got, want)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(TripletBuildError, match="broken.mp4"):
+        list(read_frames(tmp_path / "broken.mp4"))
