@@ -161,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--flow_warmstart_weight", type=float, default=1.0, help="(default 1)")
     g.add_argument(
+        "--flow_distill",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="whole run: add WEIGHT x end-point error between each kernel set's mean sample position and -+DIS "
+        "flow/2 (needs OpenCV; default 0)",
+    )
+    g.add_argument(
         "--blend_bias",
         type=float,
         help="CDFI: start the Blend head's output bias here (-4: the output starts as the AdaCoF blend, ~2%% GridNet)",

@@ -29,6 +29,7 @@ from cdfi.paths import resolve_data_root
 from cdfi.precision import prepare_model, resolve_precision
 from cdfi.training import (
     FlowWarmStart,
+    MotionDistillation,
     ResumableSampler,
     Trainer,
     build_optimizer,
@@ -163,7 +164,7 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         motion_candidates=args.motion_candidates,
         synthetic=args.synthetic,
         synthetic_shift=args.synthetic_shift,
-        with_flow=args.flow_warmstart > 0,
+        with_flow=args.flow_warmstart > 0 or args.flow_distill > 0,
     )
     if len(dataset) < args.batch_size:
         raise TrainSetupError(
@@ -202,6 +203,8 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         persistent_workers=args.workers > 0,
     )
     warm = FlowWarmStart(model, args.flow_warmstart, args.flow_warmstart_weight) if args.flow_warmstart else None
+    if args.flow_distill:
+        warm = MotionDistillation(model, args.flow_distill)
     trainer = Trainer(
         train_model,
         optimizer,
@@ -247,12 +250,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainSetupError(f"--workers must be >= 0, got {args.workers}")
     if args.blend_bias is not None and args.model != "cdfi_adacof":
         raise TrainSetupError("--blend_bias applies to --model cdfi_adacof only (the Blend head is CDFI's)")
+    if args.flow_distill and args.flow_warmstart:
+        raise TrainSetupError("--flow_distill and --flow_warmstart are two flow losses; pass one")
     if args.grow_from and args.init_from:
         raise TrainSetupError("--grow_from and --init_from both give the starting weights; pass one")
     if args.grow_from and args.weight_temperature != 1.0:
         raise TrainSetupError("--weight_temperature rescales a fresh Weight head; --grow_from copies trained ones")
-    if args.flow_warmstart < 0 or args.synthetic_shift <= 0:
-        raise TrainSetupError("--flow_warmstart must be >= 0 and --synthetic_shift positive")
+    if args.flow_warmstart < 0 or args.flow_distill < 0 or args.synthetic_shift <= 0:
+        raise TrainSetupError("--flow_warmstart and --flow_distill must be >= 0 and --synthetic_shift positive")
     if args.threads is not None and args.threads < 1:
         raise TrainSetupError(f"--threads must be positive, got {args.threads}")
 

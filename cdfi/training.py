@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from cdfi.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from cdfi.diagnostics import kernel_motion
 from cdfi.precision import autocast, make_grad_scaler
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "OPTIMIZERS",
     "FitResult",
     "FlowWarmStart",
+    "MotionDistillation",
     "NonFiniteLossError",
     "ResumableSampler",
     "Trainer",
@@ -364,6 +366,30 @@ class FlowWarmStart:
         if trainer.step >= self.steps or len(batch) < 4:
             return None
         return self.weight * self.offset_error(batch[3])
+
+
+class MotionDistillation(FlowWarmStart):
+    """Extra loss for the whole run: the end-point error between each kernel set's motion (its weighted
+    mean sample position, ``cdfi.diagnostics.kernel_motion``) and -f/2 (frame0) or +f/2 (frame2) of the
+    OpenCV DIS flow f. Unlike the warm start it constrains only where a kernel samples on average, not
+    every tap, so it suits trained kernels that pick one off-centre tap; it targets their habit of moving
+    about half as far as the scene (``benchmarks/motion_check.py``)."""
+
+    def __init__(self, model: nn.Module, weight: float, eps: float = 1e-3) -> None:
+        super().__init__(model, steps=2**62, weight=weight)
+        net = unwrap(model)
+        self.kernel_size, self.dilation, self.eps = int(net.kernel_size), int(net.dilation), float(eps)
+
+    def offset_error(self, flow: torch.Tensor) -> torch.Tensor:
+        """Mean end-point error in pixels (Charbonnier-smoothed) of both kernel sets' motion."""
+        h, w = flow.shape[-2:]
+        terms = []
+        for (wk, ak, bk), sign in ((("Weight1", "Alpha1", "Beta1"), -0.5), (("Weight2", "Alpha2", "Beta2"), 0.5)):
+            heads = [self.heads[k][..., :h, :w] for k in (wk, ak, bk)]
+            motion, _ = kernel_motion(*heads, self.kernel_size, self.dilation)
+            error = (motion - sign * flow.float()).pow(2).sum(1) + self.eps**2
+            terms.append(error.sqrt().mean())
+        return sum(terms) / len(terms)
 
 
 # ----------------------------------------------------------------------------------------------- trainer

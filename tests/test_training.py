@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from cdfi.run_log import RunLog
 from cdfi.train_setup import apply_recipe
 from cdfi.training import (
     FlowWarmStart,
+    MotionDistillation,
     NonFiniteLossError,
     ResumableSampler,
     Trainer,
@@ -263,6 +265,8 @@ def test_bad_input_stops_before_work(tmp_path, capsys, monkeypatch) -> None:
         (("--head_lr", "Gamma=2"), "Gamma"),
         (("--model", "compressed_adacof", "--blend_bias", "-4"), "--blend_bias"),
         (("--grow_from", "a.pth", "--init_from", "b.pth"), "pass one"),
+        (("--flow_distill", "0.1", "--flow_warmstart", "5"), "pass one"),
+        (("--flow_distill", "-1"), "--flow_distill"),
     ]
     for i, (extra, needle) in enumerate(cases):
         assert run_cli(tmp_path, "--batch_size", "2", *extra, uid=f"bad{i}") == 2
@@ -270,9 +274,10 @@ def test_bad_input_stops_before_work(tmp_path, capsys, monkeypatch) -> None:
         assert needle in err and err.count("\n") == 0, err
         assert not (tmp_path / "mw" / f"bad{i}").exists()
     monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV missing: the flow warm start names the package
-    assert run_cli(tmp_path, "--batch_size", "2", "--flow_warmstart", "5", uid="nocv") == 2
-    err = capsys.readouterr().err.strip()
-    assert "opencv-python-headless" in err and err.count("\n") == 0, err
+    for flag in ("--flow_warmstart", "--flow_distill"):
+        assert run_cli(tmp_path, "--batch_size", "2", flag, "5", uid="nocv") == 2
+        err = capsys.readouterr().err.strip()
+        assert "opencv-python-headless" in err and err.count("\n") == 0, err
     (tmp_path / "mw" / "taken").mkdir(parents=True)
     (tmp_path / "mw" / "taken" / "log.txt").write_text("x")
     assert run_cli(tmp_path, uid="taken") == 2
@@ -368,7 +373,45 @@ def test_flow_warm_start_moves_offsets_towards_the_known_shift(tmp_path) -> None
     truth = torch.zeros(2, 2, 64, 64)
     truth[:, 0] = -4.0  # flow from frame0 to frame2: 4 px to the left
     errors = []
-    trainer.on_step = lambda tr, parts: errors.append(float(warm.offset_error(truth)))
+    trainer.on_step = lambda tr, parts: errors.append(float(warm.offset_error(truth).detach()))
+    trainer.fit(epochs=15)
+    assert errors[-1] < 0.5 * errors[0]
+
+
+def test_motion_distillation_is_the_end_point_error_of_the_kernel_motion(tmp_path) -> None:
+    """One-hot kernels on a known tap with known offsets move by tap + offset; the loss is its distance to -+f/2."""
+    data = VimeoTriplets(make_set(tmp_path / "data", count=2, w=64, h=64), augment=False)
+    trainer = _trainer(tmp_path, data, "1*L1", lr=1e-3)
+    distill = MotionDistillation(trainer.model, weight=1.0, eps=0.0)
+    f, d = distill.kernel_size, distill.dilation
+    h = w = 8
+    heads = {}
+    for s, tap, off in (("1", (0, f * f - 1), (0.25, -0.5)), ("2", (f * f - 1, 0), (1.0, 0.0))):
+        weight = torch.zeros(1, f * f, h, w)
+        weight[:, tap[0]] = 1.0
+        heads["Weight" + s] = weight
+        heads["Alpha" + s] = torch.full((1, f * f, h, w), off[0])
+        heads["Beta" + s] = torch.full((1, f * f, h, w), off[1])
+    distill.heads = heads
+    flow = torch.zeros(1, 2, h, w)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0  # (dx, dy)
+    corner = (f - 1) / 2 * d
+    # set 1 picks the top-left tap: motion (x, y) = (-corner - 0.5, -corner + 0.25), target (-1, +0.5)
+    e1 = math.hypot(-corner - 0.5 + 1.0, -corner + 0.25 - 0.5)
+    # set 2 picks the bottom-right tap: motion (corner + 0, corner + 1), target (+1, -0.5)
+    e2 = math.hypot(corner - 1.0, corner + 1.0 + 0.5)
+    assert float(distill.offset_error(flow)) == pytest.approx((e1 + e2) / 2, rel=1e-5)
+
+
+def test_motion_distillation_moves_the_kernel_motion_towards_the_known_shift(tmp_path) -> None:
+    data = VimeoTriplets(make_set(tmp_path / "data", count=2, w=64, h=64, shift=2), augment=False, with_flow=True)
+    trainer = _trainer(tmp_path, data, "0*L1", lr=1e-3)
+    distill = MotionDistillation(trainer.model, weight=1.0)
+    trainer.extra_loss = distill
+    truth = torch.zeros(2, 2, 64, 64)
+    truth[:, 0] = -4.0
+    errors = []
+    trainer.on_step = lambda tr, parts: errors.append(float(distill.offset_error(truth).detach()))
     trainer.fit(epochs=15)
     assert errors[-1] < 0.5 * errors[0]
 
