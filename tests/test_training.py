@@ -467,7 +467,7 @@ def test_he_init_keeps_the_signal_through_the_unet() -> None:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d) and module.weight.numel() > 20000:
             fan_in = module.weight[0].numel()
-            assert float(module.weight.std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.05), name
+            assert float(module.weight.detach().std()) == pytest.approx((2 / fan_in) ** 0.5, rel=0.05), name
             assert not module.bias.any(), name
     assert _head_spatial_std(model, "Alpha1") > 20 * _head_spatial_std(published, "Alpha1")
     # CDFI's GridNet keeps the published init; only the kernel estimation changes.
