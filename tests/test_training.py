@@ -364,16 +364,22 @@ def test_small_budget_flags_run_and_write_validation_curves(tmp_path) -> None:
     assert all(float(r["Warp"]) > 0 for r in _csv(run / "loss.csv"))
 
 
-def test_flow_warm_start_moves_offsets_towards_the_known_shift(tmp_path) -> None:
-    """Frames move 2 px left per frame: the taps of frame0 should shift by +2 px horizontally, frame2's by -2."""
+@pytest.mark.parametrize(
+    "make_loss",
+    [lambda model: FlowWarmStart(model, steps=100), lambda model: MotionDistillation(model, weight=1.0)],
+    ids=["warm_start_taps", "distill_motion"],
+)
+def test_flow_losses_move_the_kernels_towards_the_known_shift(tmp_path, make_loss) -> None:
+    """Frames move 2 px left per frame: frame0's taps (or its kernels' mean sample position) should shift
+    by +2 px horizontally, frame2's by -2."""
     data = VimeoTriplets(make_set(tmp_path / "data", count=2, w=64, h=64, shift=2), augment=False, with_flow=True)
     trainer = _trainer(tmp_path, data, "0*L1", lr=1e-3)
-    warm = FlowWarmStart(trainer.model, steps=100)
-    trainer.extra_loss = warm
+    loss = make_loss(trainer.model)
+    trainer.extra_loss = loss
     truth = torch.zeros(2, 2, 64, 64)
     truth[:, 0] = -4.0  # flow from frame0 to frame2: 4 px to the left
     errors = []
-    trainer.on_step = lambda tr, parts: errors.append(float(warm.offset_error(truth).detach()))
+    trainer.on_step = lambda tr, parts: errors.append(float(loss.offset_error(truth).detach()))
     trainer.fit(epochs=15)
     assert errors[-1] < 0.5 * errors[0]
 
@@ -401,19 +407,6 @@ def test_motion_distillation_is_the_end_point_error_of_the_kernel_motion(tmp_pat
     # set 2 picks the bottom-right tap: motion (corner + 0, corner + 1), target (+1, -0.5)
     e2 = math.hypot(corner - 1.0, corner + 1.0 + 0.5)
     assert float(distill.offset_error(flow)) == pytest.approx((e1 + e2) / 2, rel=1e-5)
-
-
-def test_motion_distillation_moves_the_kernel_motion_towards_the_known_shift(tmp_path) -> None:
-    data = VimeoTriplets(make_set(tmp_path / "data", count=2, w=64, h=64, shift=2), augment=False, with_flow=True)
-    trainer = _trainer(tmp_path, data, "0*L1", lr=1e-3)
-    distill = MotionDistillation(trainer.model, weight=1.0)
-    trainer.extra_loss = distill
-    truth = torch.zeros(2, 2, 64, 64)
-    truth[:, 0] = -4.0
-    errors = []
-    trainer.on_step = lambda tr, parts: errors.append(float(distill.offset_error(truth).detach()))
-    trainer.fit(epochs=15)
-    assert errors[-1] < 0.5 * errors[0]
 
 
 def test_weight_temperature_equals_scaled_softmax(tmp_path) -> None:
