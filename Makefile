@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
-	-$(PY) -m cupy_module.build
+	-$(PY) -m cupy_module
 	touch $@
 
 install: $(VENV)/.installed

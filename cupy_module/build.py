@@ -4,7 +4,7 @@ The CPU kernel is plain C++ with OpenMP and no PyTorch headers, so it compiles i
 system C++ compiler. Builds are cached under the repository's ignored ``build/`` folder (or
 ``$CDFI_BUILD_DIR``), keyed by a hash of the source, the flags, the compiler and the CPU, so a cache
 carried to another machine is rebuilt rather than run with the wrong instruction set. A build happens
-on first use; ``python -m cupy_module.build`` does it ahead of time (install step, CI).
+on first use; ``python -m cupy_module`` does it ahead of time (install step, CI).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ in torchvision's state-dict format so ``lpips_pytorch`` can load identical weigh
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,7 +15,9 @@ def reference_lpips(net: str, seed: int = 1234) -> torch.nn.Module:
     import lpips
 
     torch.manual_seed(seed)
-    return lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+    with warnings.catch_warnings():  # the package still builds its backbone with torchvision's old `pretrained=`
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+        return lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
 
 
 def save_backbone_as_torchvision(reference: torch.nn.Module, path: Path) -> Path:
