@@ -102,10 +102,11 @@ def test_missing_compiler_is_a_build_error(monkeypatch, tmp_path):
         build_mod.find_compiler()
 
 
-def test_build_command_builds_into_a_fresh_cache(tmp_path):
+@pytest.mark.parametrize("module", ["cupy_module", "cupy_module.build"])
+def test_build_command_builds_into_a_fresh_cache(tmp_path, module):
     env = {"CDFI_BUILD_DIR": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/local/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cupy_module.build"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", module], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
     assert list((tmp_path / "cupy_module").glob("adacof_cpu-*.so"))
