@@ -1,4 +1,4 @@
-"""Build a Vimeo-90K-layout triplet folder from videos (decoded with PyAV) or folders of frames.
+"""Build a Vimeo-90K-layout triplet folder from videos (PyAV, or OpenCV where PyAV is missing) or frame folders.
 
     python datasets/make_triplets.py clip.mp4 frames_dir/ --out db/my_triplets --max_size 640x360
 
@@ -107,7 +107,7 @@ def _frame_files(folder: Path) -> list[Path]:
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Frames of a video (PyAV) or of a folder of images (sorted by name) as H x W x 3 uint8 arrays."""
+    """Frames of a video (PyAV, else OpenCV) or of a folder of images (sorted by name) as H x W x 3 uint8 arrays."""
     path = Path(path)
     if _source_kind(path) == "frames":
         for i, f in enumerate(_frame_files(path)):
