@@ -152,6 +152,35 @@ def load_model(
     return model.eval()
 
 
+def average_weights(paths: list[str | Path]) -> WarpingModel:
+    """A model whose floating-point weights are the mean of those in ``paths`` (a "model soup").
+
+    Every file must hold the same variant (family, kernel size, dilation, widths) trained with the same
+    sampling rule: averaging is meant for checkpoints of one run or of runs from one starting point.
+    """
+    if len(paths) < 2:
+        raise CheckpointError("averaging needs at least two checkpoints")
+    first = load_model(paths[0])
+    identity = (checkpoint_metadata(first), first.sampling)
+    total = {k: v.double() if v.is_floating_point() else v for k, v in first.state_dict().items()}
+    for path in paths[1:]:
+        other = load_model(path)
+        if (checkpoint_metadata(other), other.sampling) != identity:
+            raise CheckpointError(
+                f"{path}: holds {variant_name(other.model_name, other.kernel_size, other.dilation)} "
+                f"(sampling={other.sampling!r}) but {paths[0]} holds "
+                f"{variant_name(first.model_name, first.kernel_size, first.dilation)} (sampling={first.sampling!r}); "
+                "only checkpoints of one variant and sampling rule can be averaged"
+            )
+        for key, value in other.state_dict().items():
+            if value.is_floating_point():
+                total[key] += value.double()
+    first.load_state_dict(
+        {k: (v / len(paths)).to(first.state_dict()[k].dtype) if v.is_floating_point() else v for k, v in total.items()}
+    )
+    return first
+
+
 def checkpoint_metadata(model: WarpingModel) -> dict[str, Any]:
     """Metadata that identifies a model's variant; ``arch`` only when its widths are not published."""
     meta: dict[str, Any] = {
@@ -185,6 +214,7 @@ def save_checkpoint(
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "average_weights",
     "checkpoint_metadata",
     "checkpoint_variant",
     "load_checkpoint",

@@ -112,3 +112,51 @@ def test_save_is_atomic_and_refuses_overwrite(tmp_path: Path, compressed: torch.
         save_checkpoint(path, compressed, epoch=2, force=False)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.pth"]  # no temp files left behind
+
+
+def _saved(path: Path, seed: int, step: int, name: str = "compressed_adacof", sampling: str = "floor") -> Path:
+    torch.manual_seed(seed)
+    model = make_model(name, 5, 1, sampling=sampling)
+    return save_checkpoint(path, model, epoch=1, extra={"step": step})
+
+
+def test_average_checkpoints_is_the_mean_of_the_weights(tmp_path: Path) -> None:
+    import average_checkpoints
+
+    paths = [_saved(tmp_path / f"s{i}.pth", seed=i, step=100 * (i + 1)) for i in range(3)]
+    out = tmp_path / "soup.pth"
+    assert average_checkpoints.main([*map(str, paths), "--out", str(out)]) == 0
+    soup = load_checkpoint(out)
+    inputs = [load_checkpoint(p).state_dict for p in paths]
+    for key, value in soup.state_dict.items():
+        expected = sum(sd[key].double() for sd in inputs) / 3
+        torch.testing.assert_close(value.double(), expected, rtol=0, atol=1e-7)
+    assert soup.meta["model"] == "compressed_adacof" and soup.meta["sampling"] == "floor"
+    assert soup.meta["step"] == 300 and soup.meta["averaged_from"] == ["s0.pth", "s1.pth", "s2.pth"]
+    assert load_model(out).sampling == "floor"
+
+
+def test_average_checkpoints_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import average_checkpoints
+
+    a = _saved(tmp_path / "a.pth", seed=0, step=1)
+    b = _saved(tmp_path / "b.pth", seed=1, step=2, sampling="trunc")
+    out = tmp_path / "soup.pth"
+    cases = [
+        ([a, b, "--force"], "sampling"),  # another sampling rule
+        ([a, "--force"], "at least two"),
+        ([a, tmp_path / "missing.pth", "--force"], "missing.pth"),
+        ([a, a], "--force"),  # fine inputs, but the output already exists
+    ]
+    out.write_bytes(b"keep me")
+    for inputs, needle in cases:
+        assert average_checkpoints.main([*map(str, inputs), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and needle in err, err
+        assert out.read_bytes() == b"keep me"
+    assert average_checkpoints.main([str(a), str(b), "--out", str(a), "--force"]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    torch.manual_seed(0)
+    cdfi = save_checkpoint(tmp_path / "cdfi.pth", make_model("cdfi_adacof", 11, 2, sampling="floor"), epoch=0)
+    assert average_checkpoints.main([str(a), str(cdfi), "--out", str(tmp_path / "x.pth")]) == 2
+    assert "cdfi_adacof_F_11_D_2" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()

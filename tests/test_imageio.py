@@ -74,3 +74,18 @@ def test_atomic_path_cleans_up_on_error(tmp_path: Path) -> None:
         tmp.write_text("partial")
         raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
+    """Outputs are readable as if written by open(), not private like the temporary file they start as."""
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        assert (tmp_path / "out.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
