@@ -23,7 +23,8 @@ Small budgets (issue 11): ``--recipe small`` changes the defaults to true biline
 the ``Warp`` loss term, 128x128 motion-aware crops and a constant learning rate, which leave the frame
 average within minutes on a CPU (docs/small_budget_training.md). The single options, all off by
 default: ``--sampling floor``, ``--init he``, a ``Warp`` term in ``--loss``, ``--offset_init``,
-``--motion_crop``, ``--flow_warmstart``, ``--weight_temperature``, ``--head_lr``, ``--synthetic``.
+``--motion_crop``, ``--flow_warmstart``, ``--flow_distill``, ``--weight_temperature``, ``--head_lr``,
+``--synthetic``, ``--color_augment``.
 CDFI on a small budget starts best from a trained compressed AdaCoF: ``--grow_from CKPT`` copies it in
 (``cdfi/grow.py``) and a ``Context`` term in ``--loss`` trains the GridNet's own synthesis.
 
@@ -177,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--head_lr", help="per-head lr multipliers, e.g. Alpha=2,Beta=2,Weight=0.5")
     g.add_argument("--synthetic", type=float, default=0.0, help="fraction of synthetic-motion triplets")
     g.add_argument("--synthetic_shift", type=float, default=4.0, help="their largest shift in px (default 4)")
+    g.add_argument(
+        "--color_augment",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of one random channel order and desaturation per triplet (default 0)",
+    )
     return p
 
 

@@ -164,6 +164,7 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         motion_candidates=args.motion_candidates,
         synthetic=args.synthetic,
         synthetic_shift=args.synthetic_shift,
+        color_augment=args.color_augment,
         with_flow=args.flow_warmstart > 0 or args.flow_distill > 0,
     )
     if len(dataset) < args.batch_size:

@@ -35,6 +35,7 @@ __all__ = [
     "LIST_FILES",
     "TripletListError",
     "VimeoTriplets",
+    "color_jitter",
     "read_triplet_list",
     "synthetic_triplet",
 ]
@@ -106,6 +107,21 @@ def synthetic_triplet(
     return frames[0], frames[1], frames[2]
 
 
+def color_jitter(frames: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
+    """One random channel order and desaturation (factor in [0, 1]) for all frames of a triplet.
+
+    Colour statistics the footage lacks (Middlebury's saturated red cloth, on which the trained models
+    hardly see a pan) without changing the motion; each pixel keeps its channel mean, so no clipping.
+    """
+    order = torch.as_tensor(rng.permutation(3))
+    factor = float(rng.uniform(0.0, 1.0))
+    out = []
+    for f in frames:
+        gray = f.mean(0, keepdim=True)
+        out.append(gray + factor * (f[order] - gray))
+    return out
+
+
 class VimeoTriplets(Dataset):
     """Vimeo-90K-layout triplets with the published augmentations (see the module docstring)."""
 
@@ -122,6 +138,7 @@ class VimeoTriplets(Dataset):
         synthetic_shift: float = 4.0,
         with_flow: bool = False,
         check_sizes: bool = True,
+        color_augment: float = 0.0,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -129,7 +146,7 @@ class VimeoTriplets(Dataset):
         self.crop = (crop, crop) if isinstance(crop, int) else (tuple(crop) if crop is not None else None)
         if self.crop is not None and min(self.crop) < 1:
             raise TripletListError(f"crop must be positive, got {crop}")
-        for name, p in (("motion_crop", motion_crop), ("synthetic", synthetic)):
+        for name, p in (("motion_crop", motion_crop), ("synthetic", synthetic), ("color_augment", color_augment)):
             if not 0.0 <= p <= 1.0:
                 raise TripletListError(f"{name} is a probability in [0, 1], got {p}")
         self.augment = augment
@@ -139,6 +156,7 @@ class VimeoTriplets(Dataset):
         self.motion_candidates = max(1, int(motion_candidates))
         self.synthetic = float(synthetic)
         self.synthetic_shift = float(synthetic_shift)
+        self.color_augment = float(color_augment)
         self.with_flow = with_flow
         if with_flow:  # fail at construction, before training, if OpenCV is missing
             require_cv2()
@@ -219,6 +237,8 @@ class VimeoTriplets(Dataset):
                 frames = [f.flip(-2) for f in frames]
             if rng.random() < 0.5:
                 frames = frames[::-1]
+        if self.color_augment > 0 and rng.random() < self.color_augment:
+            frames = color_jitter(frames, rng)
         frames = [f.contiguous() for f in frames]
         if self.with_flow:
             return (*frames, dis_flow(frames[0], frames[2]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -250,3 +251,34 @@ def test_opencv_decodes_videos_where_pyav_is_missing(tmp_path, monkeypatch) -> N
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
     with pytest.raises(TripletBuildError, match="broken.mp4"):
         list(read_frames(tmp_path / "broken.mp4"))
+
+
+def test_color_augment_is_one_channel_order_and_desaturation_for_the_whole_triplet(tmp_path) -> None:
+    _vimeo(tmp_path, 3)
+    plain = VimeoTriplets(tmp_path, augment=False)
+    jittered = VimeoTriplets(tmp_path, augment=False, color_augment=1.0, seed=3)
+    orders = set()
+    for epoch in range(6):
+        jittered.set_epoch(epoch)
+        for index in range(3):
+            want, got = plain[index], jittered[index]
+            for w, g in zip(want, got, strict=True):  # each pixel keeps its channel mean
+                torch.testing.assert_close(g.mean(0), w.mean(0), rtol=0, atol=1e-6)
+            # Recover the order and factor from frame0, then check that frames 1 and 2 used the same.
+            best = None
+            for order in itertools.permutations(range(3)):
+                gray = want[0].mean(0, keepdim=True)
+                base = want[0][list(order)] - gray
+                factor = float((base * (got[0] - gray)).sum() / base.pow(2).sum().clamp_min(1e-12))
+                error = float((gray + factor * base - got[0]).abs().max())
+                if best is None or error < best[0]:
+                    best = (error, order, factor)
+            error, order, factor = best
+            assert error < 1e-5 and 0.0 <= factor <= 1.0
+            orders.add(order)
+            for w, g in zip(want[1:], got[1:], strict=True):
+                gray = w.mean(0, keepdim=True)
+                torch.testing.assert_close(g, gray + factor * (w[list(order)] - gray), rtol=0, atol=1e-5)
+    assert len(orders) >= 4  # 18 draws of 6 channel orders
+    with pytest.raises(TripletListError, match="color_augment"):
+        VimeoTriplets(tmp_path, color_augment=1.5)
