@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=float, default=0.5, help="lr decay factor (default 0.5)")
     g.add_argument("--decay_type", help="step (default), step_E1_E2... or none (--recipe small)")
     g.add_argument("--optimizer", default="ADAMax", choices=OPTIMIZERS, help="(default ADAMax)")
+    g.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=0,
+        help="raise the lr linearly over the first N steps of a run (fine-tunes with --init_from; default 0)",
+    )
     g.add_argument("--weight_decay", type=float, default=0.0, help="(default 0)")
     g.add_argument(
         "--loss",

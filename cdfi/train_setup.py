@@ -219,6 +219,7 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         grad_clip=args.grad_clip,
         extra_loss=warm,
         progress=not args.quiet,
+        warmup_steps=args.warmup_steps,
     )
     return TrainingRun(trainer, criterion, run_dir, resume_path, world, rank, mb_items, val_items)
 
@@ -257,6 +258,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainSetupError("--grow_from and --init_from both give the starting weights; pass one")
     if args.grow_from and args.weight_temperature != 1.0:
         raise TrainSetupError("--weight_temperature rescales a fresh Weight head; --grow_from copies trained ones")
+    if args.warmup_steps < 0:
+        raise TrainSetupError(f"--warmup_steps must be >= 0, got {args.warmup_steps}")
     if args.flow_warmstart < 0 or args.flow_distill < 0 or args.synthetic_shift <= 0:
         raise TrainSetupError("--flow_warmstart and --flow_distill must be >= 0 and --synthetic_shift positive")
     if args.threads is not None and args.threads < 1:

@@ -426,6 +426,7 @@ class Trainer:
         on_epoch_end: Callable[[Trainer], None] | None = None,
         on_checkpoint: Callable[[Trainer], None] | None = None,
         progress: bool = True,
+        warmup_steps: int = 0,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -443,6 +444,7 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.on_checkpoint = on_checkpoint
         self.progress = progress
+        self.warmup_steps = int(warmup_steps)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.is_main = not self.distributed or dist.get_rank() == 0
         self.step = 0
@@ -541,13 +543,23 @@ class Trainer:
         if self.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        self.epoch_step += 1
-        parts = {"loss": float(total.detach()), **parts}
-        if self.on_step is not None:
-            self.on_step(self, parts)
+        # Linear warm-up: a fresh Adam-family state moves every weight by about lr in its first steps,
+        # which knocks a trained model back for hundreds of steps; scaling lr by (step + 1) / N avoids it.
+        factor = min(1.0, (self.step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        try:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            self.epoch_step += 1
+            parts = {"loss": float(total.detach()), **parts}
+            if self.on_step is not None:
+                self.on_step(self, parts)
+        finally:
+            for group, lr in zip(self.optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = lr
         return parts
 
     def _epoch_batches(self) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -267,6 +267,7 @@ def test_bad_input_stops_before_work(tmp_path, capsys, monkeypatch) -> None:
         (("--grow_from", "a.pth", "--init_from", "b.pth"), "pass one"),
         (("--flow_distill", "0.1", "--flow_warmstart", "5"), "pass one"),
         (("--flow_distill", "-1"), "--flow_distill"),
+        (("--warmup_steps", "-1"), "--warmup_steps"),
     ]
     for i, (extra, needle) in enumerate(cases):
         assert run_cli(tmp_path, "--batch_size", "2", *extra, uid=f"bad{i}") == 2
@@ -529,3 +530,25 @@ def test_small_recipe_sets_its_defaults_and_explicit_flags_win(tmp_path) -> None
     compressed = train.build_parser().parse_args(["--recipe", "small", "--model", "compressed_adacof"])
     apply_recipe(compressed)
     assert compressed.loss == LOSS + "+1*Warp"
+
+
+def test_warmup_scales_the_first_steps_and_restores_the_lr(tmp_path) -> None:
+    """Adamax's first step moves every weight with a gradient by about lr: warm-up over 4 steps makes it lr / 4."""
+    data = VimeoTriplets(make_set(tmp_path / "data", count=2), augment=False)
+    batch = next(iter(DataLoader(data, batch_size=2)))
+    moves = {}
+    for warmup in (0, 4):
+        trainer = _trainer(tmp_path, data, lr=1e-3, warmup_steps=warmup)
+        seen: list[float] = []
+        trainer.on_step = lambda tr, parts, seen=seen: seen.append(tr.optimizer.param_groups[0]["lr"])
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        trainer.train_step(batch)
+        moves[warmup] = max(
+            float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before, strict=True)
+        )
+        for _ in range(4):
+            trainer.train_step(batch)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # restored after every step
+        expected = [1e-3 * min(1.0, k / warmup) for k in range(1, 6)] if warmup else [1e-3] * 5
+        assert seen == pytest.approx(expected)
+    assert moves[0] == pytest.approx(1e-3, rel=0.01) and moves[4] == pytest.approx(0.25e-3, rel=0.01)
