@@ -231,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
             "scene_threshold": args.scene_threshold,
             "fps": str(out_fps),
         }
+        if args.ensemble > 1:  # recorded only when used, so folders written before the flag still resume
+            settings["ensemble"] = args.ensemble
         folder = FolderWriter(out, settings, args.img_format, args.zpad, args.index_from)
         mode = folder.check(args.force)
     preview = None

@@ -1,5 +1,5 @@
 """Command-line pieces shared by ``interpolate_twoframe.py`` and ``interpolate_video.py``: model,
-device, precision and tiling flags, and building an ``Interpolator`` from them."""
+device, precision, tiling and self-ensemble flags, and building an ``Interpolator`` from them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cdfi.ensemble import add_ensemble_argument
 from cdfi.interpolator import DEFAULT_OVERLAP, Interpolator, pick_device
 from cdfi.paths import CHECKPOINT_DIR, resolve_checkpoint
 from cdfi.precision import add_precision_argument, resolve_precision
@@ -71,6 +72,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_OVERLAP,
         help=f"overlap of neighbouring tiles in px (default {DEFAULT_OVERLAP})",
     )
+    add_ensemble_argument(r)
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -94,6 +96,8 @@ def build_interpolator(args: argparse.Namespace, checkpoint: Path, batch_size: i
         tile=args.tile,
         overlap=args.tile_overlap,
         batch_size=batch_size,
+        ensemble=args.ensemble,
     )
-    print(f"model {interp.variant} from {checkpoint} on {device} ({precision})", file=sys.stderr)
+    views = f", self-ensemble of {args.ensemble}" if args.ensemble > 1 else ""
+    print(f"model {interp.variant} from {checkpoint} on {device} ({precision}{views})", file=sys.stderr)
     return interp

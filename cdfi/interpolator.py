@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from cdfi.checkpoint import load_model
+from cdfi.ensemble import ENSEMBLE_SIZES, with_ensemble
 from cdfi.precision import autocast, prepare_model, resolve_precision, to_memory_format, use_channels_last
 from models import variant_name
 
@@ -197,10 +198,12 @@ class Interpolator:
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int = 1,
         memory_budget: int | None = None,
+        ensemble: int = 1,
     ) -> None:
         """``tile``: ``"auto"`` tiles only when a frame would exceed ``memory_budget`` bytes of
         activations; an int forces tiles of that size (rounded down to a multiple of 32); ``None`` or
-        0 never tiles. ``precision``: fp32, bf16, fp16 or auto (see ``cdfi.precision``)."""
+        0 never tiles. ``precision``: fp32, bf16, fp16 or auto (see ``cdfi.precision``).
+        ``ensemble``: 1, 2, 4 or 8 flipped/time-reversed passes averaged per call (``cdfi.ensemble``)."""
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         if isinstance(tile, str) and tile != "auto":
@@ -211,6 +214,8 @@ class Interpolator:
             raise InterpolationError(f"overlap must be >= 0, got {overlap}")
         if batch_size < 1:
             raise InterpolationError(f"batch_size must be >= 1, got {batch_size}")
+        if ensemble not in ENSEMBLE_SIZES:
+            raise InterpolationError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {ensemble}")
         self.tile = tile if tile == "auto" else (int(tile) // ALIGN * ALIGN if tile else None)
         self.overlap = int(overlap)
         self.batch_size = int(batch_size)
@@ -219,6 +224,8 @@ class Interpolator:
         self.model = prepare_model(model.eval(), self.device, self.precision, channels_last=self.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
+        self.net = with_ensemble(self.model, ensemble)
+        self.ensemble = ensemble
         self.calls = 0
 
     @classmethod
@@ -431,7 +438,7 @@ class Interpolator:
         b = to_memory_format(frame1.to(self.device, torch.float32), self.channels_last)
         try:
             with torch.no_grad(), autocast(self.device, self.precision):
-                out = self.model(a, b)
+                out = self.net(a, b)
         except RuntimeError as exc:  # torch.OutOfMemoryError on CUDA; a plain RuntimeError on the CPU
             if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in str(exc):
                 raise

@@ -262,11 +262,12 @@ class FolderWriter:
             previous = json.loads(manifest.read_text())
         except (OSError, ValueError):
             raise VideoError(f"{manifest}: unreadable manifest (pass --force to start over)") from None
-        diff = [k for k in self.settings if previous.get(k) != self.settings[k]]
+        keys = list(self.settings) + [k for k in previous if k not in self.settings]
+        diff = [k for k in keys if previous.get(k) != self.settings.get(k)]
         if diff:
             k = diff[0]
             raise VideoError(
-                f"{self.folder}: holds frames made with {k}={previous.get(k)!r}, now {self.settings[k]!r} "
+                f"{self.folder}: holds frames made with {k}={previous.get(k)!r}, now {self.settings.get(k)!r} "
                 "(pass --force to start over, or choose another folder)"
             )
         return "resume"

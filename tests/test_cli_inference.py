@@ -415,6 +415,13 @@ def test_video_resume_after_interruption(
         == 1
     )
     assert "factor=4" in capsys.readouterr().err
+    assert interpolate_video.main([*argv, *video("--output_video", out, "--ensemble", 2)]) == 1
+    assert "ensemble=None, now 2" in capsys.readouterr().err
+    monkeypatch.setattr(Interpolator, "_forward", average_forward)
+    ens = tmp_path / "ensemble"
+    assert interpolate_video.main([*argv, *video("--output_video", ens, "--ensemble", 2)]) == 0
+    assert interpolate_video.main([*argv, *video("--output_video", ens)]) == 1  # and the other way round
+    assert "ensemble=2, now None" in capsys.readouterr().err
 
 
 def test_video_scene_cut_copies(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inference_helpers import lively_model, save_lively
 from lpips_helpers import reference_lpips, save_backbone_as_torchvision
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -23,6 +24,7 @@ from models import make_model
 
 MIDDLEBURY = ("Beanbags", "Dimetrodon", "DogDance")
 UCF = ("1", "11")
+MIDDLEBURY_INPUTS = ("frame10.png", "frame11.png")
 
 
 def _crop_copy(src: Path, dst: Path, box: tuple[int, int, int, int]) -> None:
@@ -156,6 +158,26 @@ def test_compressed_adacof_run(
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[-1].startswith("error:") and "--force" in err[-1]
+
+
+def test_ensemble_writes_the_mean_of_both_orders(small_root: Path, tmp_path: Path) -> None:
+    ckpt = save_lively(tmp_path / "lively.pth")  # far from time-symmetric, unlike a default-initialised model
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(ckpt), "--data_root", str(small_root), "--out_dir", str(out)]
+    argv += ["--kernel_size", "5", "--dilation", "1", "--limit", "1", "--datasets", "middlebury"]
+    assert test_compressed_adacof.main([*argv, "--ensemble", "2", "--no_progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["ensemble"] == 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = lively_model().to(device)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float().to(device)  # noqa: E731
+    a, b = (to_t(_read_png(small_root / "middlebury_others" / f"input/Beanbags/{f}")) for f in MIDDLEBURY_INPUTS)
+    with torch.no_grad():
+        want = ((model(a, b) + model(b, a)) / 2)[0].cpu().clamp(0, 1)
+        plain = model(a, b)[0].cpu().clamp(0, 1)
+    written = torch.from_numpy(_read_png(Path(results["sets"]["middlebury"]["items"][0]["output"]))).permute(2, 0, 1)
+    assert (want - written.float()).abs().max() <= 1 / 255 + 1e-4
+    assert (plain - written.float()).abs().max() > 2 / 255  # and differs from the plain model
 
 
 def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
