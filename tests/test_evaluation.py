@@ -4,6 +4,7 @@ random-weight checkpoints: rows, results.json, PNG layout, and scores recomputed
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from models import make_model
 
 MIDDLEBURY = ("Beanbags", "Dimetrodon", "DogDance")
 UCF = ("1", "11")
+REPO = Path(__file__).resolve().parent.parent
 MIDDLEBURY_INPUTS = ("frame10.png", "frame11.png")
 
 
@@ -178,6 +180,29 @@ def test_ensemble_writes_the_mean_of_both_orders(small_root: Path, tmp_path: Pat
     written = torch.from_numpy(_read_png(Path(results["sets"]["middlebury"]["items"][0]["output"]))).permute(2, 0, 1)
     assert (want - written.float()).abs().max() <= 1 / 255 + 1e-4
     assert (plain - written.float()).abs().max() > 2 / 255  # and differs from the plain model
+
+
+def test_ensemble_benchmark_agrees_with_test_py(
+    small_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("ensemble_bench", REPO / "benchmarks" / "ensemble.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ckpt = save_lively(tmp_path / "lively.pth")
+    argv = ["--checkpoint", str(ckpt), "--data_root", str(small_root), "--limit", str(len(MIDDLEBURY))]
+    assert bench.main([*argv, "--datasets", "middlebury", "--device", "cpu"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| middlebury"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == f"{len(MIDDLEBURY)} of 12"
+    for size, cell in zip((1, 2, 4, 8), cells[2:6], strict=True):
+        out = tmp_path / f"out{size}"
+        argv_t = [*argv, "--out_dir", str(out), "--kernel_size", "5", "--dilation", "1", "--datasets", "middlebury"]
+        assert test_compressed_adacof.main([*argv_t, "--ensemble", str(size), "--no_progress"]) == 0
+        mean = json.loads((out / "results.json").read_text())["sets"]["middlebury"]["mean"]["psnr"]
+        assert float(cell) == pytest.approx(mean, abs=0.006)  # the table rounds to 0.01 dB
+    capsys.readouterr()
+    assert bench.main([*argv, "--every", "0"]) == 2
+    assert "--every must be at least 1" in capsys.readouterr().err
 
 
 def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

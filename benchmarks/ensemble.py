@@ -1,0 +1,92 @@
+"""What does the test-time self-ensemble buy a checkpoint? PSNR for ensemble sizes 1, 2, 4 and 8 in one pass.
+
+Each item is interpolated once per view of ``cdfi.ensemble.VIEWS`` (eight model calls); the size-N
+result is the mean of the first N views, exactly what ``--ensemble N`` computes, so all four sizes cost
+the eight calls together. Printed: mean PSNR per set and size (8-bit quantised prediction, skimage's
+metric, as ``test.py``), and the mirror-only mean (views without time reversal) for comparison. CPU or
+GPU, fp32.
+
+    python benchmarks/ensemble.py --checkpoint checkpoints/cdfi_adacof_ours.pth
+    python benchmarks/ensemble.py --checkpoint checkpoints/compressed_adacof_F_5_D_1_ours.pth --every 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cdfi.checkpoint import load_model
+from cdfi.ensemble import ENSEMBLE_SIZES, VIEWS
+from cdfi.imageio import quantize, read_image
+from cdfi.interpolator import pick_device
+from cdfi.metrics import psnr
+from cdfi.paths import resolve_data_root
+from datasets.benchmark_sets import BenchmarkItem, load_benchmark_set
+
+MIRRORS = tuple(i for i, view in enumerate(VIEWS) if not view.reverse_time)
+"""Indices of the four views without time reversal."""
+
+
+def view_outputs(model: torch.nn.Module, item: BenchmarkItem, device: torch.device) -> list[torch.Tensor]:
+    """The model's middle frame for every view of the item's pair, each mapped back, on the CPU."""
+    a, b = (read_image(p)[None].to(device) for p in (item.frame0, item.frame2))
+    outs = []
+    with torch.inference_mode():
+        for view in VIEWS:
+            out = model(*view.apply(a, b))
+            outs.append(view.invert(out["frame1"] if isinstance(out, dict) else out)[0].float().cpu())
+    return outs
+
+
+def score(outs: list[torch.Tensor], gt: torch.Tensor, views: tuple[int, ...]) -> float:
+    """PSNR of the mean of the given views, clamped and quantised as a written PNG."""
+    return psnr(gt, quantize(torch.stack([outs[i] for i in views]).mean(0).clamp(0, 1)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="AdaCoF-family or CDFI checkpoint")
+    parser.add_argument("--data_root", default=None, help="folder of the evaluation sets (default: CDFI_DATA_ROOT)")
+    parser.add_argument("--datasets", default="middlebury,ucf101", help="comma-separated (default middlebury,ucf101)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N items of each set (as test.py)")
+    parser.add_argument("--every", type=int, default=1, help="then every N-th of them (default 1: all)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        for flag, value in (("--every", args.every), ("--limit", args.limit)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be at least 1, got {value}")
+        device = pick_device(args.device)
+        root = resolve_data_root(args.data_root)
+        sets = [load_benchmark_set(key.strip(), root, None) for key in args.datasets.split(",")]
+        model = load_model(args.checkpoint, map_location=device).eval().to(device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    columns = [(f"x{n}", tuple(range(n))) for n in ENSEMBLE_SIZES] + [("mirrors only", MIRRORS)]
+    print(f"Self-ensemble PSNR (dB) of {args.checkpoint} on {device}, fp32")
+    print("| set | items | " + " | ".join(name for name, _ in columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for bench in sets:
+        items = bench.items[: args.limit][:: args.every]
+        sums = [0.0] * len(columns)
+        for item in tqdm(items, desc=bench.key, leave=False):
+            outs, gt = view_outputs(model, item, device), read_image(item.gt)
+            for i, (_, views) in enumerate(columns):
+                sums[i] += score(outs, gt, views)
+        means = " | ".join(f"{s / len(items):.2f}" for s in sums)
+        print(f"| {bench.key} | {len(items)} of {len(bench.items)} | {means} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
