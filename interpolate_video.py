@@ -231,8 +231,11 @@ def run(args: argparse.Namespace) -> int:
             "scene_threshold": args.scene_threshold,
             "fps": str(out_fps),
         }
-        if args.ensemble > 1:  # recorded only when used, so folders written before the flag still resume
+        # recorded only when used, so that folders written before these flags still resume
+        if args.ensemble > 1:
             settings["ensemble"] = args.ensemble
+        if args.prealign:
+            settings["prealign"] = True
         folder = FolderWriter(out, settings, args.img_format, args.zpad, args.index_from)
         mode = folder.check(args.force)
     preview = None

@@ -27,6 +27,7 @@ from cdfi.imageio import quantize, read_image
 from cdfi.interpolator import pick_device
 from cdfi.metrics import psnr
 from cdfi.paths import resolve_data_root
+from cdfi.prealign import add_prealign_argument, with_prealign
 from datasets.benchmark_sets import BenchmarkItem, load_benchmark_set
 
 MIRRORS = tuple(i for i, view in enumerate(VIEWS) if not view.reverse_time)
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="only the first N items of each set (as test.py)")
     parser.add_argument("--every", type=int, default=1, help="then every N-th of them (default 1: all)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    add_prealign_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -68,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(args.device)
         root = resolve_data_root(args.data_root)
         sets = [load_benchmark_set(key.strip(), root, None) for key in args.datasets.split(",")]
-        model = load_model(args.checkpoint, map_location=device).eval().to(device)
+        model = with_prealign(load_model(args.checkpoint, map_location=device).eval().to(device), args.prealign)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     columns = [(f"x{n}", tuple(range(n))) for n in ENSEMBLE_SIZES] + [("mirrors only", MIRRORS)]
-    print(f"Self-ensemble PSNR (dB) of {args.checkpoint} on {device}, fp32")
+    mode = ", pre-aligned" if args.prealign else ""
+    print(f"Self-ensemble PSNR (dB) of {args.checkpoint} on {device}, fp32{mode}")
     print("| set | items | " + " | ".join(name for name, _ in columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
     for bench in sets:

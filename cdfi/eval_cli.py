@@ -1,6 +1,6 @@
 """Command line shared by ``test.py`` (CDFI) and ``test_compressed_adacof.py``: the published flags
-plus ``--data_root``, ``--vimeo_dir``, ``--datasets``, ``--limit``, ``--save_grid``, ``--ensemble`` and LPIPS
-options."""
+plus ``--data_root``, ``--vimeo_dir``, ``--datasets``, ``--limit``, ``--save_grid``, ``--ensemble``, ``--prealign``
+and LPIPS options."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cdfi.ensemble import add_ensemble_argument, with_ensemble
 from cdfi.evaluation import SetResult, evaluate_set, write_results_json
 from cdfi.fileio import ensure_writable
 from cdfi.paths import CHECKPOINT_DIR, REPO_ROOT, resolve_checkpoint, resolve_data_root
+from cdfi.prealign import add_prealign_argument, with_prealign
 from cdfi.precision import add_precision_argument, autocast, prepare_model, resolve_precision
 from datasets.benchmark_sets import BENCHMARK_SETS, load_benchmark_set
 from lpips_pytorch import BACKBONES, CONVENTIONS, build_lpips
@@ -85,6 +86,7 @@ def build_parser(family: str, description: str) -> argparse.ArgumentParser:
     )
     add_precision_argument(p, default="fp32")
     add_ensemble_argument(p)
+    add_prealign_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing results.json in --out_dir")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
@@ -137,7 +139,7 @@ def _run(family: str, args: argparse.Namespace) -> int:
     device = select_device(args.gpu_id)
     precision = resolve_precision(args.precision, device)
     model = load_model(checkpoint, family, args.kernel_size, args.dilation, map_location=device)
-    model = with_ensemble(prepare_model(model, device, precision), args.ensemble)
+    model = with_ensemble(with_prealign(prepare_model(model, device, precision), args.prealign), args.ensemble)
     lpips_model = build_lpips(args.lpips_net, args.lpips_backbone, args.lpips_convention)
     if lpips_model is not None:
         lpips_model = lpips_model.to(device)
@@ -166,6 +168,7 @@ def _run(family: str, args: argparse.Namespace) -> int:
         "limit": args.limit,
         "precision": precision,
         "ensemble": args.ensemble,
+        "prealign": args.prealign,
         "device": str(device),
         "lpips": None if lpips_model is None else {"net": args.lpips_net, "convention": args.lpips_convention},
         "metrics": "PSNR/SSIM: skimage.metrics on the 8-bit PNG read back, data_range=1",

@@ -1,5 +1,5 @@
 """Command-line pieces shared by ``interpolate_twoframe.py`` and ``interpolate_video.py``: model,
-device, precision, tiling and self-ensemble flags, and building an ``Interpolator`` from them."""
+device, precision, tiling, self-ensemble and pre-alignment flags, and building an ``Interpolator`` from them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from cdfi.ensemble import add_ensemble_argument
 from cdfi.interpolator import DEFAULT_OVERLAP, Interpolator, pick_device
 from cdfi.paths import CHECKPOINT_DIR, resolve_checkpoint
+from cdfi.prealign import add_prealign_argument
 from cdfi.precision import add_precision_argument, resolve_precision
 from models import list_models
 
@@ -73,6 +74,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"overlap of neighbouring tiles in px (default {DEFAULT_OVERLAP})",
     )
     add_ensemble_argument(r)
+    add_prealign_argument(r)
 
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
@@ -97,7 +99,9 @@ def build_interpolator(args: argparse.Namespace, checkpoint: Path, batch_size: i
         overlap=args.tile_overlap,
         batch_size=batch_size,
         ensemble=args.ensemble,
+        prealign=args.prealign,
     )
-    views = f", self-ensemble of {args.ensemble}" if args.ensemble > 1 else ""
-    print(f"model {interp.variant} from {checkpoint} on {device} ({precision}{views})", file=sys.stderr)
+    extras = [f"self-ensemble of {args.ensemble}"] * (args.ensemble > 1) + ["pre-aligned"] * args.prealign
+    mode = ", ".join([precision, *extras])
+    print(f"model {interp.variant} from {checkpoint} on {device} ({mode})", file=sys.stderr)
     return interp

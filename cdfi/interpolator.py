@@ -29,6 +29,7 @@ from torch import nn
 
 from cdfi.checkpoint import load_model
 from cdfi.ensemble import ENSEMBLE_SIZES, with_ensemble
+from cdfi.prealign import with_prealign
 from cdfi.precision import autocast, prepare_model, resolve_precision, to_memory_format, use_channels_last
 from models import variant_name
 
@@ -199,11 +200,13 @@ class Interpolator:
         batch_size: int = 1,
         memory_budget: int | None = None,
         ensemble: int = 1,
+        prealign: bool = False,
     ) -> None:
         """``tile``: ``"auto"`` tiles only when a frame would exceed ``memory_budget`` bytes of
         activations; an int forces tiles of that size (rounded down to a multiple of 32); ``None`` or
         0 never tiles. ``precision``: fp32, bf16, fp16 or auto (see ``cdfi.precision``).
-        ``ensemble``: 1, 2, 4 or 8 flipped/time-reversed passes averaged per call (``cdfi.ensemble``)."""
+        ``ensemble``: 1, 2, 4 or 8 flipped/time-reversed passes averaged per call (``cdfi.ensemble``);
+        ``prealign``: coarse-to-fine pre-alignment for large motion (``cdfi.prealign``)."""
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         if isinstance(tile, str) and tile != "auto":
@@ -224,8 +227,8 @@ class Interpolator:
         self.model = prepare_model(model.eval(), self.device, self.precision, channels_last=self.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.net = with_ensemble(self.model, ensemble)
-        self.ensemble = ensemble
+        self.net = with_ensemble(with_prealign(self.model, prealign), ensemble)
+        self.ensemble, self.prealign = ensemble, prealign
         self.calls = 0
 
     @classmethod

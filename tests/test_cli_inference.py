@@ -417,6 +417,8 @@ def test_video_resume_after_interruption(
     assert "factor=4" in capsys.readouterr().err
     assert interpolate_video.main([*argv, *video("--output_video", out, "--ensemble", 2)]) == 1
     assert "ensemble=None, now 2" in capsys.readouterr().err
+    assert interpolate_video.main([*argv, *video("--output_video", out, "--prealign")]) == 1
+    assert "prealign=None, now True" in capsys.readouterr().err
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
     ens = tmp_path / "ensemble"
     assert interpolate_video.main([*argv, *video("--output_video", ens, "--ensemble", 2)]) == 0
