@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cdfi.ensemble import check_ensemble_size
 from cdfi.interpolator import Interpolator, pick_device
 from cdfi.precision import PRECISIONS, resolve_precision
 from models import make_model, variant_name
@@ -81,15 +82,35 @@ def _timed_warp(model: torch.nn.Module, device: torch.device, spent: list[float]
     model.warp_many = timed(model.warp_many)  # type: ignore[method-assign]
 
 
+def parse_mode(text: str) -> tuple[int, bool]:
+    """``plain``, ``prealign``, ``ensembleN`` or ``prealign+ensembleN`` as (ensemble size, prealign)."""
+    ensemble, prealign = 1, False
+    for part in text.strip().split("+"):
+        if part == "prealign":
+            prealign = True
+        elif part.startswith("ensemble") and part[8:].isdigit():
+            ensemble = int(part[8:])
+        elif part != "plain":
+            raise ValueError(f"unknown mode {text!r}: use plain, prealign, ensembleN or prealign+ensembleN")
+    return ensemble, prealign
+
+
 def bench(
-    variant: str, device: torch.device, precision: str, size: tuple[int, int], repeats: int, tile: int | str | None
+    variant: str,
+    device: torch.device,
+    precision: str,
+    size: tuple[int, int],
+    repeats: int,
+    tile: int | str | None,
+    mode: str = "plain",
 ) -> dict[str, Any]:
     """Time one configuration; returns a row of the table."""
     name, k, d = VARIANTS[variant]
     torch.manual_seed(0)
     model = make_model(name, k, d)
     params = sum(p.numel() for p in model.parameters())
-    interp = Interpolator(model, device=device, precision=precision, tile=tile)
+    ensemble, prealign = parse_mode(mode)
+    interp = Interpolator(model, device=device, precision=precision, tile=tile, ensemble=ensemble, prealign=prealign)
     spent: list[float] = []
     _timed_warp(interp.model, device, spent)
     w, h = size
@@ -111,6 +132,7 @@ def bench(
     seconds = statistics.median(times)
     row = {
         "variant": variant,
+        "mode": mode,
         "params": params,
         "device": str(device),
         "precision": interp.precision,
@@ -152,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration after a warm-up (default 1)")
     p.add_argument("--tile", default="auto", help="auto (tile only when memory requires), 0 (never) or a size")
+    p.add_argument(
+        "--modes",
+        default="plain",
+        help="comma-separated among plain, prealign, ensembleN, prealign+ensembleN; rows after the first show "
+        "their time relative to it (default plain)",
+    )
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -164,26 +192,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     tile: int | str | None = args.tile if args.tile == "auto" else (int(args.tile) or None)
     names = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
         devices = [pick_device(n.strip()) for n in names]
         precisions = {dev: resolve_precision(args.precision, dev) for dev in devices}
+        for mode in modes:
+            ensemble, _ = parse_mode(mode)
+            check_ensemble_size(ensemble)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows = []
-    print("| variant | params | device | precision | size | s/frame | frames/s | warp share | tile |")
-    print("|---|---:|---|---|---|---:|---:|---:|---|")
+    print("| variant | mode | params | device | precision | size | s/frame | frames/s | warp share | tile |")
+    print("|---|---|---:|---|---|---|---:|---:|---:|---|")
     for dev in devices:
         for variant in variants:
             for size in args.sizes:
-                row = bench(variant, dev, precisions[dev], size, args.repeats, tile)
-                rows.append(row)
-                tile_text = f"{row['tile']} px" if row["tile"] else "-"
-                print(
-                    f"| {variant} | {row['params']:,} | {dev.type} | {row['precision']} | {row['size']} | "
-                    f"{row['seconds']:.3f} | {row['fps']:.2f} | {row['warp_share']:.0%} | {tile_text} |",
-                    flush=True,
-                )
+                first = None
+                for mode in modes:
+                    row = bench(variant, dev, precisions[dev], size, args.repeats, tile, mode)
+                    rows.append(row)
+                    first = first or row["seconds"]
+                    tile_text = f"{row['tile']} px" if row["tile"] else "-"
+                    ratio = f" ({row['seconds'] / first:.2f}x)" if mode != modes[0] else ""
+                    print(
+                        f"| {variant} | {mode} | {row['params']:,} | {dev.type} | {row['precision']} | {row['size']} | "
+                        f"{row['seconds']:.3f}{ratio} | {row['fps']:.2f} | {row['warp_share']:.0%} | {tile_text} |",
+                        flush=True,
+                    )
     for dev in devices:
         print(f"\n{dev.type}: {device_label(dev)}; torch {torch.__version__}", end="")
     print()
