@@ -13,7 +13,9 @@ halves the motion, so:
 3. Where the coarse motion is wrong (thin structures, motion boundaries) the aligned pass is worse
    than the plain one, so the plain full-resolution output is computed too and the two are blended per
    pixel by which pass's two warped frames agree better (their mean absolute difference over a
-   ``2 * radius + 1`` window): a pass whose warps agree has found the motion there.
+   ``2 * radius + 1`` window): a pass whose warps agree has found the motion there. The aligned pass
+   must beat the plain one by ``margin`` to be chosen, because its inputs have been resampled once
+   more (slightly softer) and its motion is only as good as the coarse pass's.
 
 Three model calls, one of them at a quarter of the pixels: about 2.3 times the plain cost. This is
 this project's addition, not part of the published method; off unless asked for (``--prealign``).
@@ -34,6 +36,10 @@ Parts = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 
 MIN_COARSE = 32
 """Frames whose downscaled shorter side would be below this go through the plain model only."""
+
+MARGIN = 0.02
+"""How much better (mean absolute difference, 0-1 scale) the aligned pass's warps must agree to be
+chosen; picked on the validation split of the training footage (``docs/inference.md``)."""
 
 
 def backward_warp(frame: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -56,14 +62,17 @@ def _agreement_error(warp0: torch.Tensor, warp2: torch.Tensor, radius: int) -> t
 
 class Prealigned(nn.Module):
     """``model`` (an AdaCoF-family ``WarpingModel``) with coarse-to-fine pre-alignment; same call signature,
-    eval-mode output (see the module docstring). ``temperature`` sets how sharply the per-pixel blend
-    prefers the pass whose warps agree better (in units of the 0-1 intensity difference)."""
+    eval-mode output (see the module docstring). ``margin`` and ``temperature`` (in units of the 0-1
+    intensity difference) set where and how sharply the per-pixel blend switches to the aligned pass."""
 
-    def __init__(self, model: nn.Module, scale: int = 2, radius: int = 7, temperature: float = 0.01) -> None:
+    def __init__(
+        self, model: nn.Module, scale: int = 2, radius: int = 7, margin: float = MARGIN, temperature: float = 0.01
+    ) -> None:
         super().__init__()
         if scale < 2:
             raise ValueError(f"prealign scale must be at least 2, got {scale}")
-        self.model, self.scale, self.radius, self.temperature = model, scale, radius, temperature
+        self.model, self.scale, self.radius = model, scale, radius
+        self.margin, self.temperature = margin, temperature
 
     def parts(self, frame0: torch.Tensor, frame2: torch.Tensor) -> Parts:
         """``(frame, kernels, warp0, warp2)`` of one model pass, cropped to the input size."""
@@ -99,8 +108,8 @@ class Prealigned(nn.Module):
         aligned0 = backward_warp(frame0, motion0)
         aligned2 = backward_warp(frame2, motion2)
         fine, _, q0, q2 = self.parts(aligned0, aligned2)
-        margin = _agreement_error(p0, p2, self.radius) - _agreement_error(q0, q2, self.radius)
-        choose_fine = torch.sigmoid(margin / self.temperature)
+        gain = _agreement_error(p0, p2, self.radius) - _agreement_error(q0, q2, self.radius)
+        choose_fine = torch.sigmoid((gain - self.margin) / self.temperature)
         return choose_fine * fine.float() + (1 - choose_fine) * plain.float()
 
 
