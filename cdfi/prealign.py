@@ -17,7 +17,7 @@ halves the motion, so:
    must beat the plain one by ``margin`` to be chosen, because its inputs have been resampled once
    more (slightly softer) and its motion is only as good as the coarse pass's.
 
-Three model calls, one of them at a quarter of the pixels: about 2.3 times the plain cost. This is
+Three model calls, one of them at a quarter of the pixels: about 2.4 times the plain cost. This is
 this project's addition, not part of the published method; off unless asked for (``--prealign``).
 """
 
@@ -124,5 +124,5 @@ def add_prealign_argument(parser: argparse.ArgumentParser | argparse._ArgumentGr
         "--prealign",
         action="store_true",
         help="coarse-to-fine pre-alignment for large motion: a half-resolution pass warps both inputs towards "
-        "the middle first (about 2.3x the time; this project's addition, see docs/inference.md)",
+        "the middle first (about 2.4x the time; this project's addition, see docs/inference.md)",
     )
