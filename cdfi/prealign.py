@@ -37,6 +37,9 @@ Parts = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 MIN_COARSE = 32
 """Frames whose downscaled shorter side would be below this go through the plain model only."""
 
+LEVELS = 1
+"""Halvings the motion comes from by default (see ``docs/inference.md``)."""
+
 MARGIN = 0.02
 """How much better (mean absolute difference, 0-1 scale) the aligned pass's warps must agree to be
 chosen; picked on the validation split of the training footage (``docs/inference.md``)."""
@@ -62,16 +65,17 @@ def _agreement_error(warp0: torch.Tensor, warp2: torch.Tensor, radius: int) -> t
 
 class Prealigned(nn.Module):
     """``model`` (an AdaCoF-family ``WarpingModel``) with coarse-to-fine pre-alignment; same call signature,
-    eval-mode output (see the module docstring). ``margin`` and ``temperature`` (in units of the 0-1
-    intensity difference) set where and how sharply the per-pixel blend switches to the aligned pass."""
+    eval-mode output (see the module docstring). ``levels`` is how many halvings the motion comes from
+    (1: half resolution only). ``margin`` and ``temperature`` (in units of the 0-1 intensity difference)
+    set where and how sharply the per-pixel blend switches to the aligned pass."""
 
     def __init__(
-        self, model: nn.Module, scale: int = 2, radius: int = 7, margin: float = MARGIN, temperature: float = 0.01
+        self, model: nn.Module, levels: int = LEVELS, radius: int = 7, margin: float = MARGIN, temperature: float = 0.01
     ) -> None:
         super().__init__()
-        if scale < 2:
-            raise ValueError(f"prealign scale must be at least 2, got {scale}")
-        self.model, self.scale, self.radius = model, scale, radius
+        if levels < 1:
+            raise ValueError(f"prealign levels must be at least 1, got {levels}")
+        self.model, self.levels, self.radius = model, levels, radius
         self.margin, self.temperature = margin, temperature
 
     def parts(self, frame0: torch.Tensor, frame2: torch.Tensor) -> Parts:
@@ -82,35 +86,46 @@ class Prealigned(nn.Module):
         frame, warp0, warp2 = self.model.synthesize_parts(a, b, k)
         return frame[..., :h, :w], k, warp0[..., :h, :w], warp2[..., :h, :w]
 
-    def coarse_motion(self, frame0: torch.Tensor, frame2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each input's motion towards the middle time, (N, 2, H, W) in full-resolution pixels, from a
-        model pass on the pair downscaled by ``scale``."""
-        h, w = frame0.shape[-2:]
-        small = [F.interpolate(f.float(), scale_factor=1 / self.scale, mode="area") for f in (frame0, frame2)]
-        hc, wc = small[0].shape[-2:]
-        _, k, _, _ = self.parts(*small)
-        gain = torch.tensor([w / wc, h / hc], device=frame0.device).view(1, 2, 1, 1)
-        motions = []
-        for side in (1, 2):
-            motion, _ = kernel_motion(
-                k[f"Weight{side}"], k[f"Alpha{side}"], k[f"Beta{side}"], self.model.kernel_size, self.model.dilation
-            )
-            up = F.interpolate(motion[..., :hc, :wc], size=(h, w), mode="bilinear", align_corners=False)
-            motions.append(up * gain)
-        return motions[0], motions[1]
+    def motion(self, k: dict[str, torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each input's motion towards the middle time from a pass's kernels, (N, 2, H, W) in pixels."""
+        h, w = size
+        motions = [
+            kernel_motion(k[f"Weight{s}"], k[f"Alpha{s}"], k[f"Beta{s}"], self.model.kernel_size, self.model.dilation)
+            for s in (1, 2)
+        ]
+        return motions[0][0][..., :h, :w], motions[1][0][..., :h, :w]
+
+    def level(self, frame0: torch.Tensor, frame2: torch.Tensor, levels: int) -> tuple[torch.Tensor, ...]:
+        """``(frame, motion0, motion2)`` at the input's resolution, with motion from ``levels`` halvings.
+
+        The aligned pass's motion is the coarse motion plus the residual it found (a first-order
+        composition, fine for smooth coarse motion); both frame and motion are blended with the same
+        per-pixel weights, so the next finer level starts from the better of the two."""
+        size = frame0.shape[-2:]
+        plain, k, p0, p2 = self.parts(frame0, frame2)
+        plain0, plain2 = self.motion(k, size)
+        if levels == 0 or min(size) // 2 < MIN_COARSE:
+            return plain.float(), plain0, plain2
+        small = [F.interpolate(f.float(), scale_factor=0.5, mode="area") for f in (frame0, frame2)]
+        _, coarse0, coarse2 = self.level(*small, levels - 1)
+        coarse0, coarse2 = upsample_flow(coarse0, size), upsample_flow(coarse2, size)
+        fine, k_fine, q0, q2 = self.parts(backward_warp(frame0, coarse0), backward_warp(frame2, coarse2))
+        residual0, residual2 = self.motion(k_fine, size)
+        gain = _agreement_error(p0, p2, self.radius) - _agreement_error(q0, q2, self.radius)
+        w = torch.sigmoid((gain - self.margin) / self.temperature)
+        frame = w * fine.float() + (1 - w) * plain.float()
+        return frame, w * (coarse0 + residual0) + (1 - w) * plain0, w * (coarse2 + residual2) + (1 - w) * plain2
 
     def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
         check_frames(frame0, frame2)
-        plain, _, p0, p2 = self.parts(frame0, frame2)
-        if min(frame0.shape[-2:]) // self.scale < MIN_COARSE:
-            return plain
-        motion0, motion2 = self.coarse_motion(frame0, frame2)
-        aligned0 = backward_warp(frame0, motion0)
-        aligned2 = backward_warp(frame2, motion2)
-        fine, _, q0, q2 = self.parts(aligned0, aligned2)
-        gain = _agreement_error(p0, p2, self.radius) - _agreement_error(q0, q2, self.radius)
-        choose_fine = torch.sigmoid((gain - self.margin) / self.temperature)
-        return choose_fine * fine.float() + (1 - choose_fine) * plain.float()
+        return self.level(frame0, frame2, self.levels)[0]
+
+
+def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A motion field (N, 2, h, w) resized bilinearly to ``size`` = (H, W), its x and y scaled by W/w and H/h."""
+    h, w = flow.shape[-2:]
+    gain = torch.tensor([size[1] / w, size[0] / h], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+    return F.interpolate(flow, size=size, mode="bilinear", align_corners=False) * gain
 
 
 def with_prealign(model: nn.Module, enabled: bool) -> nn.Module:

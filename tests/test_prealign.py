@@ -80,7 +80,36 @@ def test_known_translation_gives_the_true_middle_frame() -> None:
     assert float((wrong - (a + c) / 2)[inner].abs().mean()) < float((wrong - middle)[inner].abs().mean())
 
 
-def test_no_motion_leaves_the_model_output_unchanged() -> None:
+class CappedShift(ConstantMotion):
+    """A stand-in that finds the global horizontal shift between its inputs by brute force but, like the
+    trained models, reports at most ``cap`` px of motion per frame."""
+
+    def __init__(self, cap: float) -> None:
+        super().__init__((0.0, 0.0))
+        self.cap = cap
+
+    def get_kernel(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+        r = a.shape[-1] // 8
+        err = {d: float((torch.roll(a, d, -1) - b)[..., r:-r].abs().mean()) for d in range(-r, r + 1)}
+        shift = min(err, key=err.__getitem__)  # b(x) = a(x - shift)
+        self.motion0 = (max(-self.cap, min(self.cap, -shift / 2)), 0.0)
+        return super().get_kernel(a, b)
+
+
+def test_two_levels_reach_twice_the_motion() -> None:
+    # c(x) = a(x - 16): 8 px per frame to the middle; 4 at half and 2 at quarter resolution, where the
+    # stand-in's 2-px cap first stops mattering, so one level cannot align the pair and two can.
+    big = texture(128, 288)
+    a, c, middle = big[..., 16:272], big[..., 0:256], big[..., 8:264]
+    inner = (..., slice(16, -16), slice(24, -24))
+    two = Prealigned(CappedShift(2.0), levels=2)(a, c)
+    torch.testing.assert_close(two[inner], middle[inner], atol=2e-3, rtol=0)
+    one = Prealigned(CappedShift(2.0), levels=1)(a, c)
+    assert float((one - middle)[inner].abs().max()) > 0.05
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_no_motion_leaves_the_model_output_unchanged(levels: int) -> None:
     torch.manual_seed(0)
     model = make_model("compressed_adacof", 5, 1).eval()
     with torch.no_grad():
@@ -93,8 +122,8 @@ def test_no_motion_leaves_the_model_output_unchanged() -> None:
             conv.weight.zero_()
             conv.bias.fill_(-20.0)
             conv.bias[12] = 20.0  # the centre tap of 5x5
-        a, b = (f[None] for f in example_frames(96, 128))
-        torch.testing.assert_close(Prealigned(model)(a, b), model(a, b), atol=1e-5, rtol=0)
+        a, b = (f[None] for f in example_frames(160, 192))
+        torch.testing.assert_close(Prealigned(model, levels=levels)(a, b), model(a, b), atol=1e-5, rtol=0)
 
 
 def test_small_frames_use_the_plain_model() -> None:
@@ -103,8 +132,8 @@ def test_small_frames_use_the_plain_model() -> None:
     with torch.no_grad():
         torch.testing.assert_close(Prealigned(model)(a, b), model(a, b), atol=1e-6, rtol=0)
     assert with_prealign(model, False) is model
-    with pytest.raises(ValueError, match="at least 2"):
-        Prealigned(model, scale=1)
+    with pytest.raises(ValueError, match="at least 1"):
+        Prealigned(model, levels=0)
 
 
 def test_interpolator_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
