@@ -10,7 +10,35 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["kernel_motion"]
+__all__ = ["kernel_mean_motion", "kernel_motion"]
+
+
+def _tap_grid(kernel_size: int, dilation: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of each tap relative to the kernel centre, as (1, F*F, 1, 1) tensors."""
+    taps = kernel_size * kernel_size
+    grid = (torch.arange(kernel_size, device=like.device, dtype=torch.float32) - (kernel_size - 1) / 2) * dilation
+    return grid.repeat_interleave(kernel_size).view(1, taps, 1, 1), grid.repeat(kernel_size).view(1, taps, 1, 1)
+
+
+def _check(weight: torch.Tensor, offset_i: torch.Tensor, offset_j: torch.Tensor, kernel_size: int) -> None:
+    taps = kernel_size * kernel_size
+    if weight.shape[1] != taps or offset_i.shape != weight.shape or offset_j.shape != weight.shape:
+        raise ValueError(
+            f"kernel_motion: weight and offsets must be (N, {taps}, H, W) for F={kernel_size}, got "
+            f"{tuple(weight.shape)}, {tuple(offset_i.shape)}, {tuple(offset_j.shape)}"
+        )
+
+
+def kernel_mean_motion(
+    weight: torch.Tensor, offset_i: torch.Tensor, offset_j: torch.Tensor, kernel_size: int, dilation: int
+) -> torch.Tensor:
+    """The ``motion`` of ``kernel_motion`` alone (N, 2, H, W), x then y, without the spread's extra passes."""
+    _check(weight, offset_i, offset_j, kernel_size)
+    w = weight.float()
+    tap_i, tap_j = _tap_grid(kernel_size, dilation, w)
+    mean_i = (w * tap_i).sum(1, keepdim=True) + (w * offset_i.float()).sum(1, keepdim=True)
+    mean_j = (w * tap_j).sum(1, keepdim=True) + (w * offset_j.float()).sum(1, keepdim=True)
+    return torch.cat([mean_j, mean_i], 1)
 
 
 def kernel_motion(
@@ -22,16 +50,9 @@ def kernel_motion(
     (horizontal) then y, in pixels: output pixel p samples its input near ``p + motion(p)``, the
     convention of a backward-warp flow. ``spread`` (N, 1, H, W) is the weighted standard deviation of
     the sample positions around that mean (0 for a kernel that picks one tap)."""
-    taps = kernel_size * kernel_size
-    if weight.shape[1] != taps or offset_i.shape != weight.shape or offset_j.shape != weight.shape:
-        raise ValueError(
-            f"kernel_motion: weight and offsets must be (N, {taps}, H, W) for F={kernel_size}, got "
-            f"{tuple(weight.shape)}, {tuple(offset_i.shape)}, {tuple(offset_j.shape)}"
-        )
+    _check(weight, offset_i, offset_j, kernel_size)
     w = weight.float()
-    grid = (torch.arange(kernel_size, device=w.device, dtype=w.dtype) - (kernel_size - 1) / 2) * dilation
-    tap_i = grid.repeat_interleave(kernel_size).view(1, taps, 1, 1)
-    tap_j = grid.repeat(kernel_size).view(1, taps, 1, 1)
+    tap_i, tap_j = _tap_grid(kernel_size, dilation, w)
     pos_i = tap_i + offset_i.float()
     pos_j = tap_j + offset_j.float()
     mean_i = (w * pos_i).sum(1, keepdim=True)

@@ -1,23 +1,24 @@
-"""Coarse-to-fine pre-alignment: the model's own motion at half resolution brings large motion in reach.
+"""Coarse-to-fine pre-alignment: the model's own motion at lower resolutions brings large motion in reach.
 
 AdaCoF-family kernels sample a few pixels around each output pixel plus learned offsets; models trained
 on little data follow motions of a few pixels but only a third of a 20-pixel one
 (``docs/small_budget_training.md``), which is where they lose most to optical flow. Halving the frames
-halves the motion, so:
+halves the motion, so, at each level from the coarsest up:
 
-1. The model runs on the pair downscaled by ``scale``; its kernels' weighted mean sample positions
-   (``cdfi.diagnostics.kernel_motion``), scaled back up, give each input frame's motion towards the
-   middle time.
-2. Both full-resolution inputs are warped by that motion (bilinear, border replicated): what is left
-   between them is the residual motion, small, and the model interpolates this aligned pair.
-3. Where the coarse motion is wrong (thin structures, motion boundaries) the aligned pass is worse
-   than the plain one, so the plain full-resolution output is computed too and the two are blended per
-   pixel by which pass's two warped frames agree better (their mean absolute difference over a
-   ``2 * radius + 1`` window): a pass whose warps agree has found the motion there. The aligned pass
+1. The motion found one level down (at half this resolution; none at the coarsest level), upsampled
+   and doubled, is each frame's motion towards the middle time: both inputs are warped by it
+   (bilinear, border replicated), leaving a small residual motion, and the model interpolates this
+   aligned pair. Its kernels' weighted mean sample positions (``cdfi.diagnostics.kernel_motion``) are
+   the residual, added to the coarse motion (a first-order composition).
+2. Where the coarse motion is wrong (thin structures, motion boundaries) the aligned pass is worse
+   than the plain one, so the plain pass is computed too and the two are blended per pixel, frames and
+   motions alike, by which pass's two warped frames agree better (their mean absolute difference over
+   a ``2 * radius + 1`` window): a pass whose warps agree has found the motion there. The aligned pass
    must beat the plain one by ``margin`` to be chosen, because its inputs have been resampled once
-   more (slightly softer) and its motion is only as good as the coarse pass's.
+   more (slightly softer) and its motion is only as good as the coarse one.
 
-Three model calls, one of them at a quarter of the pixels: about 2.4 times the plain cost. This is
+With three levels (the default; fewer where the frame is too small) that is two passes at each of
+the full, half and quarter resolutions and one at an eighth: about 3 times the plain cost. This is
 this project's addition, not part of the published method; off unless asked for (``--prealign``).
 """
 
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdfi.diagnostics import kernel_motion
+from cdfi.diagnostics import kernel_mean_motion
 from models.adacof import check_frames, pad_to_multiple
 
 Parts = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
@@ -37,7 +38,7 @@ Parts = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 MIN_COARSE = 32
 """Frames whose downscaled shorter side would be below this go through the plain model only."""
 
-LEVELS = 1
+LEVELS = 3
 """Halvings the motion comes from by default (see ``docs/inference.md``)."""
 
 MARGIN = 0.02
@@ -89,36 +90,39 @@ class Prealigned(nn.Module):
     def motion(self, k: dict[str, torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Each input's motion towards the middle time from a pass's kernels, (N, 2, H, W) in pixels."""
         h, w = size
-        motions = [
-            kernel_motion(k[f"Weight{s}"], k[f"Alpha{s}"], k[f"Beta{s}"], self.model.kernel_size, self.model.dilation)
-            for s in (1, 2)
-        ]
-        return motions[0][0][..., :h, :w], motions[1][0][..., :h, :w]
+        f, d = self.model.kernel_size, self.model.dilation
+        m0, m2 = (kernel_mean_motion(k[f"Weight{s}"], k[f"Alpha{s}"], k[f"Beta{s}"], f, d) for s in (1, 2))
+        return m0[..., :h, :w], m2[..., :h, :w]
 
-    def level(self, frame0: torch.Tensor, frame2: torch.Tensor, levels: int) -> tuple[torch.Tensor, ...]:
-        """``(frame, motion0, motion2)`` at the input's resolution, with motion from ``levels`` halvings.
+    def level(
+        self, frame0: torch.Tensor, frame2: torch.Tensor, levels: int, with_motion: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(frame, motion0, motion2)`` at the input's resolution, with motion from ``levels`` halvings
+        (``None`` motions when ``with_motion`` is off: the finest level needs only the frame).
 
         The aligned pass's motion is the coarse motion plus the residual it found (a first-order
         composition, fine for smooth coarse motion); both frame and motion are blended with the same
         per-pixel weights, so the next finer level starts from the better of the two."""
         size = frame0.shape[-2:]
         plain, k, p0, p2 = self.parts(frame0, frame2)
-        plain0, plain2 = self.motion(k, size)
+        plain0, plain2 = self.motion(k, size) if with_motion else (None, None)
         if levels == 0 or min(size) // 2 < MIN_COARSE:
             return plain.float(), plain0, plain2
         small = [F.interpolate(f.float(), scale_factor=0.5, mode="area") for f in (frame0, frame2)]
         _, coarse0, coarse2 = self.level(*small, levels - 1)
         coarse0, coarse2 = upsample_flow(coarse0, size), upsample_flow(coarse2, size)
         fine, k_fine, q0, q2 = self.parts(backward_warp(frame0, coarse0), backward_warp(frame2, coarse2))
-        residual0, residual2 = self.motion(k_fine, size)
         gain = _agreement_error(p0, p2, self.radius) - _agreement_error(q0, q2, self.radius)
         w = torch.sigmoid((gain - self.margin) / self.temperature)
         frame = w * fine.float() + (1 - w) * plain.float()
+        if not with_motion:
+            return frame, None, None
+        residual0, residual2 = self.motion(k_fine, size)
         return frame, w * (coarse0 + residual0) + (1 - w) * plain0, w * (coarse2 + residual2) + (1 - w) * plain2
 
     def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
         check_frames(frame0, frame2)
-        return self.level(frame0, frame2, self.levels)[0]
+        return self.level(frame0, frame2, self.levels, with_motion=False)[0]
 
 
 def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -139,5 +143,5 @@ def add_prealign_argument(parser: argparse.ArgumentParser | argparse._ArgumentGr
         "--prealign",
         action="store_true",
         help="coarse-to-fine pre-alignment for large motion: a half-resolution pass warps both inputs towards "
-        "the middle first (about 2.4x the time; this project's addition, see docs/inference.md)",
+        "the middle first (about 3x the time; this project's addition, see docs/inference.md)",
     )

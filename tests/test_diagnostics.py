@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdfi.diagnostics import kernel_motion
+from cdfi.diagnostics import kernel_mean_motion, kernel_motion
 from cupy_module import adacof_warp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,7 @@ def test_motion_is_the_displacement_the_warp_applies_to_a_linear_image(f, d, sam
     inner = (slice(None), slice(1, -1), slice(1, -1))
     torch.testing.assert_close(out[:, 0][inner], expected[inner].to(out.dtype), atol=1e-5, rtol=0)
     assert spread.shape == (n, 1, h, w) and bool((spread > 0).all())
+    torch.testing.assert_close(kernel_mean_motion(weight, off_i, off_j, f, d), motion, atol=1e-5, rtol=0)
 
 
 def test_one_tap_kernel_has_its_tap_position_and_no_spread():
