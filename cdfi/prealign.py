@@ -142,6 +142,6 @@ def add_prealign_argument(parser: argparse.ArgumentParser | argparse._ArgumentGr
     parser.add_argument(
         "--prealign",
         action="store_true",
-        help="coarse-to-fine pre-alignment for large motion: a half-resolution pass warps both inputs towards "
-        "the middle first (about 3x the time; this project's addition, see docs/inference.md)",
+        help="coarse-to-fine pre-alignment for large motion: passes at 1/8, 1/4 and 1/2 resolution warp both "
+        "inputs towards the middle first (about 3x the time; this project's addition, see docs/inference.md)",
     )
