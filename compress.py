@@ -1,9 +1,12 @@
 """Turn a pruned checkpoint (or its sparsity report) into a compressed architecture spec.
 
 Each layer's density says how many of its weights survived pruning; the widths are chosen so that every
-layer keeps about that many weights (CDFI's sqrt rule, solved jointly so that connected layers and skip
-additions agree), and written as a JSON spec that ``make_model`` builds. Train it from scratch with
-``python train.py --model compressed_adacof --arch spec.json``.
+layer keeps about that many weights, consistently across connected layers and skip additions, and written
+as a JSON spec that ``make_model`` builds. ``--method sqrt`` is the paper's rule as written (sqrt(d) of
+each side, averaged over connected layers); the default ``product`` keeps each layer's nonzero count in
+the least-squares sense, which gives back the published compressed AdaCoF widths exactly from their
+densities but follows noisy densities less smoothly (``benchmarks/compression_check.py`` measures both).
+Train the result from scratch with ``python train.py --model compressed_adacof --arch spec.json``.
 
 Examples:
     python compress.py --checkpoint pruned.pth --out compressed.json

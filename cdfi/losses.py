@@ -6,8 +6,9 @@ Terms (weight ``*`` name, joined by ``+``):
 - ``L1`` / ``MSE``: mean absolute / squared error;
 - ``VGG``: MSE between frozen ImageNet VGG16 features of output and ground truth, taken after the first
   22 modules of ``torchvision.models.vgg16().features`` as the reference specifies (that slice ends with
-  the conv4_3 convolution; the ReLU that makes it "relu4_3" is module 22 and is not included); inputs
-  are normalised with the ImageNet mean and std, as the torchvision weights expect;
+  the conv4_3 convolution; the ReLU that makes it "relu4_3" is module 22 and is not included); the
+  [0, 1] frames go in as they are, without ImageNet mean/std normalisation, as in the published
+  training code, so that ``0.005*VGG`` weighs what it weighed there;
 - ``Warp``: Charbonnier distance of each warped input frame (``warp0``, ``warp2`` of the model's
   training dict, before occlusion blending) to ground truth, averaged over the two. Not part of the
   published recipe: it gives each side's offsets a first-order motion signal, which the blended output
@@ -55,8 +56,6 @@ ADACOF_LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
 DEFAULT_LOSSES = {"cdfi_adacof": PUBLISHED_LOSS, "adacof": ADACOF_LOSS, "compressed_adacof": ADACOF_LOSS}
 PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
 SIDE_TERMS = ("Warp", "Context")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
 VGG_MODULES = 22  # features[:22]: up to and including conv4_3
 
@@ -130,7 +129,8 @@ def _vgg16_features() -> nn.Sequential:
 
 
 class VGGPerceptual(nn.Module):
-    """MSE between frozen VGG16 ``features[:22]`` activations of output and target."""
+    """MSE between frozen VGG16 ``features[:22]`` activations of output and target (unnormalised [0, 1]
+    inputs, as the published loss feeds them)."""
 
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
@@ -150,8 +150,6 @@ class VGGPerceptual(nn.Module):
         features.load_state_dict({k.removeprefix("features."): v for k, v in got.items()})
         features.requires_grad_(False).eval()
         self.features = features
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> VGGPerceptual:
         """The feature extractor stays in eval mode whatever the caller asks."""
@@ -160,9 +158,9 @@ class VGGPerceptual(nn.Module):
         return self
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        f_out = self.features((output - self.mean) / self.std)
+        f_out = self.features(output)
         with torch.no_grad():
-            f_gt = self.features((target - self.mean) / self.std)
+            f_gt = self.features(target)
         return F.mse_loss(f_out, f_gt)
 
 

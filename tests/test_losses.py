@@ -107,10 +107,8 @@ def test_vgg_without_weights_names_the_fix(tmp_path, monkeypatch) -> None:
 
 def _reference_vgg_features(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """VGG16 ``features[:22]`` written out with functional ops (independent of torchvision's builder): the
-    slice ends with conv4_3 itself, its ReLU being module 22."""
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    slice ends with conv4_3 itself, its ReLU being module 22. The frames go in unnormalised, as the
+    published loss feeds them."""
     for idx in sorted(VGG_CONVS):
         x = F.conv2d(x, state[f"features.{idx}.weight"], state[f"features.{idx}.bias"], padding=1)
         if idx != max(VGG_CONVS):
