@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from pathlib import Path
 
-from cdfi.checkpoint import checkpoint_variant, load_checkpoint
-from cdfi.compression import compress_variant, conv_densities, read_report_csv
+from cdfi.checkpoint import load_checkpoint, requested_variant
+from cdfi.compression import LayerMismatchError, compress_variant, conv_densities, read_report_csv
 from cdfi.fileio import atomic_write_text, ensure_writable
-from models import DEFAULT_SIZES, list_models
+from models import DEFAULT_SIZES, list_models, load_arch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=list_models(),
         default=None,
-        help="family of the pruned network (with --report; a checkpoint says it itself)",
+        help="family of the pruned network (with --report; a checkpoint says it itself, and a "
+        "contradicting --model is refused)",
     )
-    p.add_argument("--kernel_size", type=int, default=None, help="kernel size F (with --report)")
-    p.add_argument("--dilation", type=int, default=None, help="dilation D (with --report)")
+    p.add_argument(
+        "--kernel_size", type=int, default=None, help="kernel size F (with --report; checked with --checkpoint)"
+    )
+    p.add_argument("--dilation", type=int, default=None, help="dilation D (with --report; checked with --checkpoint)")
     p.add_argument("--arch", default=None, help="spec of the pruned network when it is not the published one")
     p.add_argument("--out", required=True, help="where to write the compressed spec (JSON)")
     p.add_argument(
@@ -60,15 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse option values that cannot describe a network (argparse's one-line usage error)."""
+    for option in ("kernel_size", "dilation"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option} must be at least 1, got {value}")
+    if not args.threshold >= 0:
+        parser.error(f"--threshold must be >= 0, got {args.threshold}")
+    if not (math.isfinite(args.balance) and args.balance >= 0):
+        parser.error(f"--balance must be a number >= 0, got {args.balance}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write the spec and print the old and new widths; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     try:
         out = ensure_writable(args.out, args.force)
         base_spec = None
         if args.checkpoint:
             ckpt = load_checkpoint(args.checkpoint)
-            name, k, d = checkpoint_variant(ckpt)
+            # Options that contradict the checkpoint are refused, not silently ignored.
+            name, k, d = requested_variant(ckpt, args.model, args.kernel_size, args.dilation)
             base_spec = ckpt.meta.get("arch")
             layers = conv_densities(ckpt.state_dict, threshold=args.threshold)
             source = args.checkpoint
@@ -81,11 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             layers = read_report_csv(args.report)
             source = args.report
         if args.arch:
-            base_spec = json.loads(Path(args.arch).read_text())
+            base_spec = load_arch(args.arch)
         densities = {layer.name: layer.density for layer in layers}
         if all(v >= 1.0 for v in densities.values()):
             raise ValueError(f"{source}: every layer has density 1.0 (no sparsity); prune it with prune.py first")
-        result = compress_variant(name, k, d, base_spec, densities, method=args.method, balance=args.balance)
+        try:
+            result = compress_variant(
+                name, k, d, base_spec, densities, method=args.method, balance=args.balance, layers=layers
+            )
+        except LayerMismatchError as exc:
+            raise ValueError(f"{source}: {exc}") from None
         for conv_name, (c_in, c_out) in result.widths.items():
             layer = result.graph.convs[conv_name]
             print(

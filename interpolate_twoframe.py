@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Path:
-    """Check everything cheap first (output, inputs, checkpoint), then load the model and interpolate."""
+    """Check everything cheap first (output and that its folder is writable, inputs, checkpoint), then load
+    the model and interpolate; the output is written atomically."""
     out = Path(args.output_frame)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{out}: unsupported image suffix; use one of {', '.join(IMAGE_SUFFIXES)}")
@@ -55,13 +56,16 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (1 with a one-line message for bad input)."""
+    """Entry point; returns the exit status (1 with a one-line message for bad input, 130 if interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.output_frame} was not written", file=sys.stderr)
+        return 130
     return 0
 
 

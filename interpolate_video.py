@@ -7,6 +7,7 @@ Examples:
 Input: a video file (any format PyAV decodes) or a folder of frames (any names, natural order).
 Output: an H.264 video (.mp4/.mkv/.mov/.avi/.m4v) at the input rate times the factor (or ``--fps``),
 or a folder of numbered frames; an interrupted folder output resumes when the command is rerun.
+Every output location (video, folder, ``--gif``) is checked to be writable before any work.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cdfi.fileio import ensure_writable
+from cdfi.fileio import OutputWriteError, ensure_writable
 from cdfi.imageio import IMAGE_SUFFIXES, read_image
 from cdfi.inference_cli import add_model_arguments, build_interpolator, checkpoint_path
-from cdfi.interpolator import Interpolator
+from cdfi.interpolator import Interpolator, check_pair
 from cdfi.video import FolderWriter, FrameSource, GifPreview, VideoError, VideoWriter, open_source, output_kind
 
 FACTORS = (2, 4, 8, 16, 32)
@@ -112,6 +113,27 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--img_format {args.img_format}: use one of {', '.join(IMAGE_SUFFIXES)}")
     if args.zpad < 1 or args.index_from < 0:
         raise ValueError("--zpad must be >= 1 and --index_from >= 0")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that tells the user what became of the output."""
+
+
+def default_output(input_video: str | Path, factor: int) -> Path:
+    """``<input name>_x<factor>.mp4`` in the current folder; a file's name keeps every dot but its suffix
+    (``my.clip.v2.mp4`` gives ``my.clip.v2_x2.mp4``), a folder's name is kept whole."""
+    path = Path(input_video).resolve()
+    stem = path.name if path.is_dir() else path.stem
+    return Path(f"{stem or 'output'}_x{factor}.mp4")
+
+
+def check_frame_size(source: FrameSource) -> None:
+    """Refuse frames too small for the model before loading it; the message names the input."""
+    probe = torch.empty(3, source.height, source.width, device="meta")
+    try:
+        check_pair(probe, probe)
+    except ValueError as exc:
+        raise VideoError(f"{source.path}: {exc}") from None
 
 
 class Sink:
@@ -211,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     """Validate everything cheap (inputs, outputs, checkpoint, device), then interpolate."""
     _validate(args)
     source = open_source(args.input_video)
-    out = Path(args.output_video or f"{Path(args.input_video).resolve().name.split('.')[0]}_x{args.factor}.mp4")
+    check_frame_size(source)
+    out = Path(args.output_video) if args.output_video else default_output(args.input_video, args.factor)
     kind = output_kind(out)
     checkpoint = checkpoint_path(args)
     in_fps = source.fps or args.input_fps or DEFAULT_INPUT_FPS
@@ -268,13 +291,16 @@ def run(args: argparse.Namespace) -> int:
         raise
     except KeyboardInterrupt:
         if folder is not None:
-            print(f"\ninterrupted; rerun the same command to resume {out}", file=sys.stderr)
-        raise
+            raise Interrupted(f"interrupted; rerun the same command to resume {out}") from None
+        raise Interrupted(f"interrupted; {out} was not written") from None
     finally:
         bar.close()
     seconds = time.perf_counter() - start
     if preview is not None:
-        preview.save(args.force)
+        try:
+            preview.save(args.force)
+        except OSError as exc:
+            raise OutputWriteError(f"{exc}; the output {out} was written") from exc
     what = f"{sink.count} frames" + (f", {cuts} scene cut(s) copied" if cuts else "")
     print(
         f"wrote {out.resolve()} ({what} from {n_inputs} inputs, {source.width}x{source.height}, "
@@ -291,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        print(str(exc) if isinstance(exc, Interrupted) else "interrupted; nothing was written", file=sys.stderr)
         return 130
 
 

@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         last = out.with_name(f"{out.stem}.last{out.suffix}")
         if not (args.resume and last.is_file()):
             ensure_writable(out, args.force)
-        for name in ("epochs", "batch_size"):
-            if getattr(args, name) < 1:
+        for name in ("epochs", "batch_size", "max_steps"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
         for name in ("lr", "lambda_"):
             value = getattr(args, name)

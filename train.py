@@ -23,7 +23,7 @@ Small budgets (issue 11): ``--recipe small`` changes the defaults to true biline
 the ``Warp`` loss term, 128x128 motion-aware crops and a constant learning rate, which leave the frame
 average within minutes on a CPU (docs/small_budget_training.md). The single options, all off by
 default: ``--sampling floor``, ``--init he``, a ``Warp`` term in ``--loss``, ``--offset_init``,
-``--motion_crop``, ``--flow_warmstart``, ``--flow_distill``, ``--weight_temperature``, ``--head_lr``,
+``--motion_crop``, ``--flow_warmstart``, ``--flow_distill``, ``--blur_warp``, ``--weight_temperature``, ``--head_lr``,
 ``--synthetic``, ``--color_augment``.
 CDFI on a small budget starts best from a trained compressed AdaCoF: ``--grow_from CKPT`` copies it in
 (``cdfi/grow.py``) and a ``Context`` term in ``--loss`` trains the GridNet's own synthesis.
@@ -175,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="whole run: add WEIGHT x end-point error between each kernel set's mean sample position and -+DIS "
         "flow/2 (needs OpenCV; default 0)",
     )
+    g.add_argument(
+        "--blur_warp",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="whole run: add WEIGHT x the Warp term on Gaussian-blurred frames (--blur_sigmas), which reaches "
+        "motions a few pixels beyond where the kernels sample (default 0)",
+    )
+    g.add_argument("--blur_sigmas", default="2,4,8", help="blur sigmas in pixels for --blur_warp (default 2,4,8)")
     g.add_argument(
         "--blend_bias",
         type=float,

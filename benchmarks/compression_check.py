@@ -127,12 +127,21 @@ def train_steps(spec: dict, steps: int, crop: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the three checks; returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--noise", type=float, nargs="*", default=[0.1, 0.2], help="log-normal sigma of density noise")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--steps", type=int, default=6, help="training steps on the emitted spec (0: skip)")
     p.add_argument("--crop", type=int, default=64)
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
+    if any(not (math.isfinite(sigma) and sigma >= 0) for sigma in args.noise):
+        p.error(f"--noise sigmas must be numbers >= 0, got {args.noise}")
+    if args.steps < 0:
+        p.error(f"--steps must be >= 0 (0 skips training), got {args.steps}")
+    if args.crop < 17:
+        p.error(f"--crop must be at least 17 px, got {args.crop}")
     specs = check_variant(5, 1, args.noise, args.seeds)
     check_variant(11, 2, args.noise, args.seeds)
     if args.steps > 0:

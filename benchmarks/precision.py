@@ -103,8 +103,14 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _size(text: str) -> tuple[int, int]:
-    w, h = text.lower().split("x")
-    return int(w), int(h)
+    """``"640x480"`` -> (640, 480) (argparse type; both sides at least 17 px)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+    if min(w, h) < 17:
+        raise argparse.ArgumentTypeError(f"size {text!r}: both sides need at least 17 px")
+    return w, h
 
 
 class InferenceCase:
@@ -200,6 +206,7 @@ def _row(cells: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the inference and training tables; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--models", nargs="+", default=["cdfi_adacof", "compressed_adacof", "adacof"], choices=list_models()
@@ -226,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         help="wall time, or process CPU time divided by the thread count (steadier when others share the CPU)",
     )
     args = parser.parse_args(argv)
+    for option in ("repeats", "train_repeats", "batch"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    if args.crop < 17:
+        parser.error(f"--crop must be at least 17 px, got {args.crop}")
     global _clock, _threads
     _clock = CLOCKS[args.clock]
     _threads = torch.get_num_threads() if args.clock == "cpu" else 1

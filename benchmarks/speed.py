@@ -28,6 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cdfi.ensemble import check_ensemble_size
+from cdfi.fileio import atomic_write_text, ensure_writable
+from cdfi.inference_cli import tile_arg
 from cdfi.interpolator import Interpolator, pick_device
 from cdfi.precision import PRECISIONS, resolve_precision
 from models import make_model, variant_name
@@ -148,12 +150,14 @@ def bench(
 
 
 def device_label(device: torch.device) -> str:
+    """The GPU's name, or the CPU and its thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the table (and write --json); returns the exit status."""
     p = argparse.ArgumentParser(description="Seconds per interpolated frame of each variant, CPU and GPU.")
     p.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated among {', '.join(VARIANTS)} (default: all)"
@@ -173,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "auto (default: bf16 on CPUs with native bf16, fp32 elsewhere)",
     )
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration after a warm-up (default 1)")
-    p.add_argument("--tile", default="auto", help="auto (tile only when memory requires), 0 (never) or a size")
+    p.add_argument(
+        "--tile", type=tile_arg, default="auto", help="auto (tile only when memory requires), 0 (never) or a size"
+    )
     p.add_argument(
         "--modes",
         default="plain",
@@ -181,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         "their time relative to it (default plain)",
     )
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
     args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -190,16 +199,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    tile: int | str | None = args.tile if args.tile == "auto" else (int(args.tile) or None)
+    tile: int | str | None = args.tile
     names = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
+        if args.json:
+            ensure_writable(args.json, args.force)
         devices = [pick_device(n.strip()) for n in names]
         precisions = {dev: resolve_precision(args.precision, dev) for dev in devices}
         for mode in modes:
             ensemble, _ = parse_mode(mode)
             check_ensemble_size(ensemble)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows = []
@@ -224,9 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{dev.type}: {device_label(dev)}; torch {torch.__version__}", end="")
     print()
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"devices": {str(d): device_label(d) for d in devices}, "rows": rows}, indent=1) + "\n"
-        )
+        payload = {"devices": {str(d): device_label(d) for d in devices}, "rows": rows}
+        try:
+            atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n", force=args.force)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -23,11 +23,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
+from cdfi.fileio import atomic_write_text, ensure_writable
+from cdfi.interpolator import pick_device
 from cdfi.losses import CompositeLoss
 from cdfi.precision import prepare_model, resolve_precision
 from cdfi.training import Trainer, build_optimizer
 from datasets.vimeo import VimeoTriplets
-from models import make_model
+from models import list_models, make_model
 
 
 def _batches(data: str | None, crop: int, batch: int, count: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
@@ -90,28 +92,62 @@ def measure(
     }
 
 
+def _int_list(text: str) -> list[int]:
+    """``"128,256"`` -> [128, 256] (argparse type; positive integers)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Print steps per second per configuration (and write --out); returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="compressed_adacof,cdfi_adacof")
-    p.add_argument("--crops", default="128,256")
-    p.add_argument("--batches", default="4,8")
-    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--models", type=_name_list, default="compressed_adacof,cdfi_adacof")
+    p.add_argument("--crops", type=_int_list, default="128,256")
+    p.add_argument("--batches", type=_int_list, default="4,8")
+    p.add_argument("--precisions", type=_name_list, default="fp32,bf16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--data", help="triplet folder to crop real frames from (default: random frames)")
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = p.parse_args(argv)
+    unknown = [m for m in args.models if m not in list_models()]
+    if unknown or not args.models:
+        p.error(f"unknown model(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(list_models())}")
+    if args.steps < 1 or args.warmup < 0:
+        p.error(f"--steps must be at least 1 and --warmup at least 0, got {args.steps} and {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
+    if min(args.crops) < 17:
+        p.error(f"--crops must be at least 17 px, got {min(args.crops)}")
+    try:
+        if args.out:
+            ensure_writable(args.out, args.force)
+        device = pick_device(args.device)
+        precisions = [resolve_precision(name, device) for name in args.precisions]
+        if args.data is not None:  # reads the list file and checks that the largest crop fits the frames
+            VimeoTriplets(args.data, crop=max(args.crops), seed=0, check_sizes=False)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     rows = []
-    for model_name in args.models.split(","):
-        for crop in (int(c) for c in args.crops.split(",")):
-            for batch in (int(b) for b in args.batches.split(",")):
-                for name in args.precisions.split(","):
-                    precision = resolve_precision(name, device)
+    for model_name in args.models:
+        for crop in args.crops:
+            for batch in args.batches:
+                for precision in precisions:
                     row = measure(model_name, crop, batch, precision, device, args.steps, args.warmup, args.data)
                     rows.append(row)
                     print(
@@ -120,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        try:
+            atomic_write_text(args.out, json.dumps(rows, indent=1) + "\n", force=args.force)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -128,26 +128,47 @@ def model_times(h: int, w: int, repeat: int, device: torch.device) -> tuple[floa
     return full, rest
 
 
-def main() -> None:
+def parse_sizes(text: str) -> list[str]:
+    """``"256x256,640x480"`` checked as WIDTHxHEIGHT items (both sides at least 17 px); argparse type."""
+    items = [item.strip().lower() for item in text.split(",") if item.strip()]
+    for item in items:
+        try:
+            w, h = (int(v) for v in item.split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"size {item!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+        if min(w, h) < 17:
+            raise argparse.ArgumentTypeError(f"size {item!r}: both sides need at least 17 px")
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the warp timings and ratios; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="256x256,640x480", help="comma-separated WxH list")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--sizes", type=parse_sizes, default="256x256,640x480", help="comma-separated WxH list")
+    parser.add_argument("--repeat", type=int, default=2, help="timed calls per measurement; the best is kept")
     parser.add_argument(
-        "--reference-backward", default="", help="sizes at which to also time the reference backward (needs GBs)"
+        "--reference-backward",
+        type=parse_sizes,
+        default="",
+        help="sizes at which to also time the reference backward (needs GBs)",
     )
     parser.add_argument("--no-model", action="store_true", help="skip the full-model timing")
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference forward (minutes at 640x480; no ref/fast ratio)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    if not args.sizes:
+        parser.error("--sizes names no size")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     fast = "cupy" if device.type == "cuda" and cupy_available() else "cpu"
-    ref_bwd_sizes = set(filter(None, args.reference_backward.split(",")))
+    ref_bwd_sizes = set(args.reference_backward)
     print(f"device {device}, torch threads {torch.get_num_threads()}, fast backend {fast!r}")
     print(f"CDFI warps: F={F_SIZE}, D={DILATION}, 2 sides x {CHANNELS} channels; seconds, best of {args.repeat}")
-    for size in args.sizes.split(","):
-        w, h = (int(v) for v in size.lower().split("x"))
+    for size in args.sizes:
+        w, h = (int(v) for v in size.split("x"))
         sides = [side_inputs(h, w, device, seed) for seed in (1, 2)]
         print(f"\n{w}x{h}")
         fast_fwd, fast_bwd = warp_times(fast, sides, args.repeat, backward=True)
@@ -164,7 +185,8 @@ def main() -> None:
             print(f"  CDFI forward {full:.3f}, with a free warp {rest:.3f} (warps inside the model {full - rest:.3f})")
             in_model = (full - rest) / rest
             print(f"  ratio warp/non-warp      {fast_fwd / rest:8.2f}   (goal <= 0.5; in the model {in_model:.2f})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,8 @@ checkpoint of another variant gives a one-line error naming both variants.
 from __future__ import annotations
 
 import math
+import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from cdfi.fileio import atomic_path
-from models import DEFAULT_SIZES, PUBLISHED_VARIANTS, WarpingModel, make_model, variant_name
+from models import DEFAULT_SIZES, PUBLISHED_VARIANTS, WarpingModel, list_models, make_model, variant_name
 from models.arch import published_arch
 
 # Published checkpoints carry no metadata; their dilation follows from the kernel size.
@@ -44,6 +46,31 @@ class Checkpoint:
         return "model" not in self.meta
 
 
+def _unreadable_reason(path: Path, exc: BaseException) -> str:
+    """A short reason why ``torch.load`` failed, instead of PyTorch's multi-line advice."""
+    if isinstance(exc, PermissionError):
+        return "cannot be read (permission denied)"
+    if isinstance(exc, OSError) and not isinstance(exc, pickle.UnpicklingError):
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""
+    if not head:
+        return "empty file, not a PyTorch checkpoint"
+    text = str(exc)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return f"holds a Python object ({unsafe.group(1)}) that safe loading (weights_only) refuses"
+    if head == b"PK\x03\x04":  # torch.save's zip format
+        detail = re.search(r"failed reading zip archive: ([^.]+)", text)
+        return "damaged or truncated PyTorch checkpoint" + (f" ({detail.group(1)})" if detail else "")
+    if isinstance(exc, EOFError):
+        return "not a PyTorch checkpoint or truncated (unexpected end of file)"
+    return "not a PyTorch checkpoint (unpickling failed)"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint file in the published format, ours, or as a bare state dict."""
     path = Path(path)
@@ -52,12 +79,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for corrupt files
-        reason = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: {_unreadable_reason(path, exc)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         meta = {k: v for k, v in obj.items() if k not in ("state_dict", "epoch")}
         epoch = obj.get("epoch")
-        return Checkpoint(path, dict(obj["state_dict"]), int(epoch) if epoch is not None else None, meta)
+        try:
+            epoch = int(epoch) if epoch is not None else None
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: its 'epoch' entry is {epoch!r}, not an integer") from None
+        return Checkpoint(path, dict(obj["state_dict"]), epoch, meta)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return Checkpoint(path, dict(obj))
     raise CheckpointError(f"{path}: holds no state_dict (expected {{'epoch', 'state_dict'}} or a bare state dict)")
@@ -79,12 +109,36 @@ def describe_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[str, int |
     return family, kernel_size
 
 
+def _meta_int(ckpt: Checkpoint, key: str) -> int | None:
+    value = ckpt.meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+        raise CheckpointError(f"{ckpt.path}: metadata {key}={value!r} is not a positive integer")
+    return int(value)
+
+
 def checkpoint_variant(ckpt: Checkpoint) -> tuple[str, int, int]:
-    """(model, kernel size, dilation) of a checkpoint, from metadata or, for published files, weights."""
+    """(model, kernel size, dilation) of a checkpoint, from metadata or, for published files, weights.
+
+    Metadata without ``kernel_size`` (or ``dilation``) is completed from the weights as for published
+    files; ``load_weights`` then verifies every shape.
+    """
+    family, inferred_k = describe_state_dict(ckpt.state_dict)
     if not ckpt.is_published_format:
-        m = ckpt.meta
-        return str(m["model"]), int(m["kernel_size"]), int(m["dilation"])
-    family, k = describe_state_dict(ckpt.state_dict)
+        name = ckpt.meta["model"]
+        if name not in list_models():
+            raise CheckpointError(
+                f"{ckpt.path}: metadata names unknown model {name!r}; known: {', '.join(list_models())}"
+            )
+        k = _meta_int(ckpt, "kernel_size") or inferred_k
+        if k is None:
+            raise CheckpointError(f"{ckpt.path}: metadata has no kernel_size and the weights do not show one")
+        d = _meta_int(ckpt, "dilation") or PUBLISHED_DILATION.get(k)
+        if d is None:
+            raise CheckpointError(f"{ckpt.path}: metadata has no dilation and kernel size {k} has no published one")
+        return str(name), k, d
+    k = inferred_k
     if family == "unknown" or k is None:
         raise CheckpointError(f"{ckpt.path}: the weights match no CDFI/AdaCoF variant")
     d = PUBLISHED_DILATION.get(k)
@@ -93,26 +147,68 @@ def checkpoint_variant(ckpt: Checkpoint) -> tuple[str, int, int]:
     return family, k, d
 
 
+def requested_variant(
+    ckpt: Checkpoint, name: str | None = None, kernel_size: int | None = None, dilation: int | None = None
+) -> tuple[str, int, int]:
+    """The checkpoint's variant, after checking that any of ``name``/``kernel_size``/``dilation`` given agree.
+
+    A family given without sizes means that family's default sizes unless it is the checkpoint's own.
+    Raises CheckpointError naming both variants when they disagree.
+    """
+    have = checkpoint_variant(ckpt)
+    family = name or have[0]
+    sizes = have[1:] if family == have[0] else DEFAULT_SIZES[family]
+    want = (family, kernel_size or sizes[0], dilation or sizes[1])
+    if want != have:
+        raise CheckpointError(
+            f"{ckpt.path}: checkpoint holds {_label(*have)} weights, but {_label(*want)} was asked for"
+        )
+    return have
+
+
 def _label(name: str, k: int | None, d: int | None) -> str:
     return f"{name} F{k}/D{d}" if k is not None else name
 
 
+def _first_difference(expected: dict[str, torch.Tensor], got: dict[str, Any]) -> str | None:
+    """The first missing key, unexpected key or shape mismatch between two state dicts (None: they fit)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    for kind, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            return f"{kind} key {keys[0]}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else "")
+    for key, want in expected.items():
+        value = got[key]
+        if not isinstance(value, torch.Tensor):
+            return f"{key} is a {type(value).__name__}, not a tensor"
+        if value.shape != want.shape:
+            return f"{key} has shape {tuple(value.shape)} in the checkpoint but {tuple(want.shape)} in the model"
+    return None
+
+
 def load_weights(model: nn.Module, ckpt: Checkpoint) -> None:
-    """``load_state_dict(strict=True)``, with a one-line error when the variant is not the model's."""
+    """``load_state_dict(strict=True)``, with a one-line error when the weights do not fit the model.
+
+    When the checkpoint is of another variant the message names both; otherwise it names the first
+    missing or unexpected key, or the first shape mismatch with both shapes.
+    """
     expected = model.state_dict()
     got = ckpt.state_dict
-    same = expected.keys() == got.keys() and all(expected[k].shape == got[k].shape for k in expected)
-    if not same:
+    problem = _first_difference(expected, got)
+    if problem is not None:
         name = getattr(model, "model_name", type(model).__name__)
         want = _label(name, getattr(model, "kernel_size", None), getattr(model, "dilation", None))
         if ckpt.is_published_format:
             fam, k = describe_state_dict(got)
             have = _label(fam, k, PUBLISHED_DILATION.get(k) if k else None)
         else:
-            have = _label(ckpt.meta["model"], ckpt.meta.get("kernel_size"), ckpt.meta.get("dilation"))
+            fam = str(ckpt.meta["model"])
+            have = _label(fam, ckpt.meta.get("kernel_size"), ckpt.meta.get("dilation"))
+        if fam != "unknown" and have != want:
             if "arch" in ckpt.meta:
                 have += " (custom widths)"
-        raise CheckpointError(f"{ckpt.path}: checkpoint holds {have} weights, but the model is {want}")
+            raise CheckpointError(f"{ckpt.path}: checkpoint holds {have} weights, but the model is {want}")
+        raise CheckpointError(f"{ckpt.path}: weights do not fit {want}: {problem}")
     model.load_state_dict(got, strict=True)
 
 
@@ -130,14 +226,7 @@ def load_model(
     ``sampling`` defaults to the rule the checkpoint was trained with (published files: ``trunc``).
     """
     ckpt = load_checkpoint(path, map_location)
-    have = checkpoint_variant(ckpt)
-    family = name or have[0]
-    sizes = have[1:] if family == have[0] else DEFAULT_SIZES[family]
-    want = (family, kernel_size or sizes[0], dilation or sizes[1])
-    if want != have:
-        raise CheckpointError(
-            f"{ckpt.path}: checkpoint holds {_label(*have)} weights, but {_label(*want)} was asked for"
-        )
+    have = requested_variant(ckpt, name, kernel_size, dilation)
     trained_with = str(ckpt.meta.get("sampling", "trunc"))
     if sampling is None:
         sampling = trained_with
@@ -147,7 +236,11 @@ def load_model(
             + (" (they will differ from the paper)" if ckpt.is_published_format else ""),
             stacklevel=2,
         )
-    model = make_model(have[0], have[1], have[2], arch=ckpt.meta.get("arch"), sampling=sampling)
+    try:
+        model = make_model(have[0], have[1], have[2], arch=ckpt.meta.get("arch"), sampling=sampling)
+    except (ValueError, TypeError, KeyError) as exc:
+        what = "architecture spec" if "arch" in ckpt.meta else "metadata"
+        raise CheckpointError(f"{ckpt.path}: its {what} cannot be built ({exc})") from None
     load_weights(model, ckpt)
     return model.eval()
 
@@ -220,6 +313,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_weights",
+    "requested_variant",
     "save_checkpoint",
     "variant_name",
 ]

@@ -42,8 +42,10 @@ __all__ = [
     "CompressionError",
     "ConvLayer",
     "LayerDensity",
+    "LayerMismatchError",
     "apply_widths",
     "arch_from_widths",
+    "check_layers",
     "compress_variant",
     "conv_densities",
     "format_report",
@@ -65,6 +67,10 @@ Widths = dict[str, tuple[int, int]]  # conv module name -> (in channels, out cha
 
 class CompressionError(ValueError):
     """Densities, widths or specs that cannot be turned into a consistent compressed network."""
+
+
+class LayerMismatchError(CompressionError):
+    """Measured layers (a sparsity report or a checkpoint) that are not the convolutions of the network."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -838,6 +844,31 @@ def read_report_csv(path: str | Path) -> list[LayerDensity]:
 # the whole path for make_model's networks
 
 
+def check_layers(graph: ChannelGraph, layers: Sequence[LayerDensity], network: str) -> None:
+    """Raise LayerMismatchError unless ``layers`` are exactly ``graph``'s convolutions with their channel counts.
+
+    ``network`` names the traced network in the message, e.g. ``"adacof F5/D1"``. The first layer of
+    ``layers`` (in their order) that the network lacks or has with other channel counts is named; then
+    the first convolution that ``layers`` has no row for.
+    """
+    hint = "the densities are of another network (check --model, --kernel_size, --dilation and --arch)"
+    seen = set()
+    for layer in layers:
+        conv = graph.convs.get(layer.name)
+        if conv is None:
+            raise LayerMismatchError(f"layer {layer.name} is not a convolution of {network}; {hint}")
+        want = (conv.c_in // max(conv.groups, 1), conv.c_out)
+        if (layer.c_in, layer.c_out) != want:
+            raise LayerMismatchError(
+                f"layer {layer.name} is {layer.c_in}->{layer.c_out} channels, but {want[0]}->{want[1]} "
+                f"in {network}; {hint}"
+            )
+        seen.add(layer.name)
+    absent = [name for name in graph.convs if name not in seen]
+    if absent:
+        raise LayerMismatchError(f"no row for layer {absent[0]} of {network}; {hint}")
+
+
 @dataclass
 class CompressedArch:
     """Result of :func:`compress_variant`: the spec to build, the widths per conv, the traced graph."""
@@ -862,12 +893,14 @@ def compress_variant(
     method: str = "product",
     trace_size: int = 32,
     balance: float = 0.0,
+    layers: Sequence[LayerDensity] | None = None,
 ) -> CompressedArch:
     """Widths and architecture spec of ``make_model(name, ...)`` pruned to ``densities``.
 
     ``base_spec`` is the spec of the pruned network (None: the published one). The emitted spec is of
     family ``compressed_adacof`` for AdaCoF and ``cdfi_adacof`` for CDFI. Densities must name the
-    model's convolutions; all 1.0 (an unpruned network) is an error.
+    model's convolutions; all 1.0 (an unpruned network) is an error. ``layers`` (the measured layers the
+    densities come from) are checked against the traced network with :func:`check_layers`.
     """
     from models import make_model
 
@@ -883,6 +916,9 @@ def compress_variant(
     out_name = "cdfi_adacof" if spec["model"] == "cdfi_adacof" else "compressed_adacof"
     frames = torch.rand(1, 3, trace_size, trace_size)
     graph = trace_channel_graph(model, frames, frames)
+    if layers is not None:
+        label = f"{name} F{kernel_size}/D{dilation}" + (" (given widths)" if base_spec else "")
+        check_layers(graph, layers, label)
     unknown = sorted(set(densities) - set(graph.convs))
     if unknown:
         raise CompressionError(f"{unknown[0]}: density given for a layer that {name} does not have")

@@ -116,13 +116,19 @@ def _set_keys(flag: str | None, vimeo_dir: str | None) -> list[str]:
 
 
 def run(family: str, description: str, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, evaluate, print rows and averages, write PNGs and results.json; exit status."""
+    """Parse ``argv``, evaluate, print rows and averages, write PNGs and results.json; exit status
+    (1 with a one-line message for bad input, 130 after Ctrl-C)."""
     args = build_parser(family, description).parse_args(argv)
     try:
         return _run(family, args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # images are written atomically, one by one; results.json only at the end
+        lead = "" if args.no_progress else "\n"
+        print(f"{lead}interrupted; results.json was not written", file=sys.stderr)
+        return 130
 
 
 def _run(family: str, args: argparse.Namespace) -> int:

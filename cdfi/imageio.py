@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     converted, because an interpolated frame of a different colour model would mislead.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+    check_image_file(path)
     try:
         with Image.open(path) as img:
             mode = img.mode
@@ -39,9 +39,29 @@ def read_image(path: str | Path) -> torch.Tensor:
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not a readable image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise too_large(path, exc) from None
     except (OSError, SyntaxError) as exc:
         raise ImageError(f"{path}: cannot be decoded ({exc})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def check_image_file(path: Path) -> None:
+    """Raise ``ImageError`` unless ``path`` is an existing file (a folder or a missing path is named as such)."""
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+
+
+def too_large(path: Path, exc: Exception) -> ImageError:
+    """The error for an image PIL refuses to open as a possible decompression bomb (its limit is kept)."""
+    numbers = [int(n) for n in re.findall(r"(\d+) pixels", str(exc))]
+    if len(numbers) == 2:
+        detail = f"{numbers[0]:,} pixels, over the safety limit of {numbers[1]:,}"
+    else:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ImageError(f"{path}: image too large to read safely ({detail})")
 
 
 def _png_bit_depth(path: Path) -> int:

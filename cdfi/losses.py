@@ -27,6 +27,7 @@ a full ``vgg16`` state dict or only its ``features.*`` entries) or torchvision's
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "VGGWeightsError",
     "charbonnier",
     "find_vgg_weights",
+    "gaussian_blur",
     "parse_loss",
 ]
 
@@ -103,6 +105,21 @@ def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -
     """Charbonnier distance ``mean(sqrt(d^2 + eps^2))`` of the published AdaCoF/CDFI training."""
     d = output - target
     return torch.sqrt(d * d + eps * eps).mean()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` (N, C, H, W) blurred by a Gaussian of ``sigma`` pixels (separable, truncated at 3 sigma,
+    border replicated); ``sigma`` 0 returns ``x``."""
+    if sigma <= 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(t * t) / (2 * sigma * sigma))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def find_vgg_weights(path: str | Path | None = None) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -28,12 +29,14 @@ from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
 from cdfi.paths import resolve_data_root
 from cdfi.precision import prepare_model, resolve_precision
 from cdfi.training import (
+    BlurredWarp,
     FlowWarmStart,
     MotionDistillation,
     ResumableSampler,
     Trainer,
     build_optimizer,
     build_scheduler,
+    combine_extra_losses,
     init_blend,
     init_he,
     init_offsets,
@@ -45,6 +48,7 @@ from cdfi.training import (
 from datasets.benchmark_sets import BenchmarkItem, vimeo_test_items
 from datasets.vimeo import VimeoTriplets, read_triplet_list
 from models import make_model, variant_name
+from models.adacof import MIN_FRAME_SIZE
 
 __all__ = [
     "IDENTITY_ARGS",
@@ -203,9 +207,13 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         pin_memory=device.type == "cuda",
         persistent_workers=args.workers > 0,
     )
-    warm = FlowWarmStart(model, args.flow_warmstart, args.flow_warmstart_weight) if args.flow_warmstart else None
+    extras = []
+    if args.flow_warmstart:
+        extras.append(FlowWarmStart(model, args.flow_warmstart, args.flow_warmstart_weight))
     if args.flow_distill:
-        warm = MotionDistillation(model, args.flow_distill)
+        extras.append(MotionDistillation(model, args.flow_distill))
+    if args.blur_warp:
+        extras.append(BlurredWarp(model, args.blur_warp, parse_sigmas(args.blur_sigmas)))
     trainer = Trainer(
         train_model,
         optimizer,
@@ -217,7 +225,7 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         checkpoint_path=run_dir / "checkpoints" / "last.pth",
         steps_per_checkpoint=args.steps_per_checkpoint,
         grad_clip=args.grad_clip,
-        extra_loss=warm,
+        extra_loss=combine_extra_losses(extras),
         progress=not args.quiet,
         warmup_steps=args.warmup_steps,
     )
@@ -262,8 +270,30 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainSetupError(f"--warmup_steps must be >= 0, got {args.warmup_steps}")
     if args.flow_warmstart < 0 or args.flow_distill < 0 or args.synthetic_shift <= 0:
         raise TrainSetupError("--flow_warmstart and --flow_distill must be >= 0 and --synthetic_shift positive")
+    if args.blur_warp < 0:
+        raise TrainSetupError(f"--blur_warp must be >= 0, got {args.blur_warp}")
+    parse_sigmas(args.blur_sigmas)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise TrainSetupError(f"--max_steps must be positive, got {args.max_steps}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise TrainSetupError(f"--max_minutes must be positive, got {args.max_minutes}")
+    if args.crop is not None and args.crop < MIN_FRAME_SIZE:
+        raise TrainSetupError(
+            f"--crop {args.crop} is too small: the networks need frames of at least {MIN_FRAME_SIZE} px"
+        )
     if args.threads is not None and args.threads < 1:
         raise TrainSetupError(f"--threads must be positive, got {args.threads}")
+
+
+def parse_sigmas(text: str) -> tuple[float, ...]:
+    """``--blur_sigmas`` ("2,4,8") as positive floats."""
+    try:
+        sigmas = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        sigmas = ()
+    if not sigmas or not all(math.isfinite(v) and v > 0 for v in sigmas):
+        raise TrainSetupError(f"--blur_sigmas must be positive numbers separated by commas, got {text!r}")
+    return sigmas
 
 
 def resolve_resume(args: argparse.Namespace, run_dir: Path) -> Path | None:

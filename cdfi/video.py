@@ -21,11 +21,21 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cdfi.fileio import atomic_path, atomic_write_text, ensure_writable
-from cdfi.imageio import IMAGE_SUFFIXES, read_image, to_uint8
+from cdfi.fileio import OutputWriteError, atomic_path, atomic_write_text, check_writable_location, ensure_writable
+from cdfi.imageio import IMAGE_SUFFIXES, read_image, to_uint8, too_large
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".m4v")
-"""Output suffixes written as an H.264 video; anything else names a folder of frames."""
+"""Output suffixes written as an H.264 video; any other name is a folder of frames, except the ones below."""
+
+UNWRITABLE_VIDEO_SUFFIXES = (
+    ".webm", ".ogv", ".ogg", ".flv", ".f4v", ".wmv", ".asf", ".mpg", ".mpeg", ".m2v", ".ts", ".mts",
+    ".m2ts", ".vob", ".3gp", ".3g2", ".y4m", ".h264", ".264", ".hevc", ".h265", ".apng", ".mjpeg",
+)  # fmt: skip
+"""Video containers that cannot hold this tool's H.264 output: refused rather than taken as a folder name."""
+
+FOLDER_LAYOUT_DEFAULTS = {"img_format": ".png", "zpad": 5, "index_from": 0}
+"""Frame naming of a folder output, recorded in its manifest; a manifest written before these were
+recorded used the defaults."""
 
 MANIFEST = ".cdfi_video.json"
 """File in a frame-folder output that records the settings, so a rerun can resume safely."""
@@ -56,6 +66,8 @@ def probe_image(path: Path) -> tuple[int, int]:
             transparent = "transparency" in img.info
     except UnidentifiedImageError:
         raise VideoError(f"{path}: not a readable image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise VideoError(str(too_large(path, exc))) from None
     except OSError as exc:
         raise VideoError(f"{path}: cannot be read ({exc})") from None
     if mode == "RGB" or (mode == "P" and not transparent):
@@ -191,7 +203,12 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         self._atomic = atomic_path(self.path, self.force)
         tmp = self._atomic.__enter__()
-        self._container = av.open(str(tmp), mode="w")
+        try:
+            self._container = av.open(str(tmp), mode="w")
+        except BaseException as exc:
+            # atomic_path removes the temporary file and restates an OSError for self.path
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def write(self, frame: torch.Tensor) -> None:
@@ -214,18 +231,24 @@ class VideoWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if exc_type is None and self._stream is not None:
-                for packet in self._stream.encode():
-                    self._container.mux(packet)
-        finally:
-            self._container.close()
+            try:
+                if exc_type is None and self._stream is not None:
+                    for packet in self._stream.encode():
+                        self._container.mux(packet)
+            finally:
+                self._container.close()
+        except BaseException as failure:
+            if exc_type is None:  # flushing failed (a full disk, say): let atomic_path clean up and restate it
+                self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
         self._atomic.__exit__(exc_type, exc, tb)
 
 
 @dataclass
 class FolderWriter:
     """Numbered frames in a folder (``{index_from + i:0{zpad}d}{suffix}``), one atomic file each,
-    with a manifest of the settings so that a rerun resumes instead of starting over."""
+    with a manifest of the settings and of this naming so that a rerun resumes instead of starting over
+    (and a rerun that would name or place frames differently is refused)."""
 
     folder: Path
     settings: dict[str, Any]
@@ -241,16 +264,36 @@ class FolderWriter:
     def exists(self, index: int) -> bool:
         return self.name(index).is_file()
 
-    def ours(self) -> list[Path]:
-        """Files in the folder that follow this writer's naming (what ``--force`` replaces)."""
-        pattern = re.compile(rf"^\d+{re.escape(self.suffix)}$")
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """What the manifest records: the settings plus the frame naming (``--img_format``, ``--zpad``,
+        ``--index_from``)."""
+        return {**self.settings, "img_format": self.suffix, "zpad": self.zpad, "index_from": self.index_from}
+
+    def ours(self, suffixes: tuple[str, ...] = ()) -> list[Path]:
+        """Files in the folder that follow this writer's naming, or numbered files with one of ``suffixes``
+        (a previous run's naming): what ``--force`` replaces."""
+        alternatives = "|".join(re.escape(s) for s in (self.suffix, *suffixes))
+        pattern = re.compile(rf"^\d+(?:{alternatives})$")
         return [p for p in self.folder.iterdir() if p.is_file() and pattern.match(p.name)]
+
+    def _previous(self) -> dict[str, Any] | None:
+        """The manifest of an earlier run in this folder (layout defaults filled in), or None if unreadable."""
+        try:
+            previous = json.loads((self.folder / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(previous, dict):
+            return None
+        return {**FOLDER_LAYOUT_DEFAULTS, **previous}
 
     def check(self, force: bool) -> str:
         """Decide, before any work, how to treat an existing folder: ``"new"``, ``"resume"`` or
-        ``"restart"`` (``force``). Raises ``VideoError`` for a folder that is not ours to continue."""
+        ``"restart"`` (``force``). Raises ``VideoError`` for a folder that is not ours to continue, and
+        ``OutputWriteError`` for a folder that cannot be written."""
         if self.folder.exists() and not self.folder.is_dir():
             raise VideoError(f"{self.folder}: exists and is not a folder (pass a new name, or a video suffix)")
+        check_writable_location(self.folder, folder=True)
         if not self.folder.exists() or not any(self.folder.iterdir()):
             return "new"
         if force:
@@ -258,30 +301,36 @@ class FolderWriter:
         manifest = self.folder / MANIFEST
         if not manifest.is_file():
             raise VideoError(f"{self.folder}: folder exists and is not empty (pass --force to write into it)")
-        try:
-            previous = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            raise VideoError(f"{manifest}: unreadable manifest (pass --force to start over)") from None
-        keys = list(self.settings) + [k for k in previous if k not in self.settings]
-        diff = [k for k in keys if previous.get(k) != self.settings.get(k)]
+        previous = self._previous()
+        if previous is None:
+            raise VideoError(f"{manifest}: unreadable manifest (pass --force to start over)")
+        current = self.manifest
+        keys = list(current) + [k for k in previous if k not in current]
+        diff = [k for k in keys if previous.get(k) != current.get(k)]
         if diff:
             k = diff[0]
             raise VideoError(
-                f"{self.folder}: holds frames made with {k}={previous.get(k)!r}, now {self.settings.get(k)!r} "
+                f"{self.folder}: holds frames made with {k}={previous.get(k)!r}, now {current.get(k)!r} "
                 "(pass --force to start over, or choose another folder)"
             )
         return "resume"
 
     def start(self, mode: str) -> None:
-        """Create the folder (or clear our old frames for ``"restart"``) and write the manifest."""
-        if mode == "restart":
-            for p in self.ours():
-                p.unlink()
-            (self.folder / MANIFEST).unlink(missing_ok=True)
-        if not self.folder.exists():
-            self.folder.mkdir(parents=True)
-            self.created = True
-        atomic_write_text(self.folder / MANIFEST, json.dumps(self.settings, indent=1) + "\n")
+        """Create the folder (or clear our old frames, in this run's and the previous run's naming, for
+        ``"restart"``) and write the manifest."""
+        try:
+            if mode == "restart":
+                previous = self._previous() or {}
+                old_suffix = previous.get("img_format")
+                for p in self.ours((old_suffix,) if isinstance(old_suffix, str) and old_suffix else ()):
+                    p.unlink()
+                (self.folder / MANIFEST).unlink(missing_ok=True)
+            if not self.folder.exists():
+                self.folder.mkdir(parents=True)
+                self.created = True
+        except OSError as exc:
+            raise OutputWriteError(f"{self.folder}: cannot write ({exc.strerror or exc})") from exc
+        atomic_write_text(self.folder / MANIFEST, json.dumps(self.manifest, indent=1) + "\n")
 
     def write(self, index: int, frame: torch.Tensor) -> None:
         path = self.name(index)
@@ -325,13 +374,15 @@ class GifPreview:
         return max(20, round(1000 / float(self.fps) / 10) * 10)
 
     def save(self, force: bool) -> None:
+        """Write the GIF atomically (an error names ``self.path``, never the temporary file)."""
         with atomic_path(self.path, force) as tmp:
             first, *rest = self.images
             first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=self.frame_ms, loop=0)
 
 
 def output_kind(path: Path) -> str:
-    """``"video"`` for a video suffix, ``"folder"`` otherwise; ``.gif`` is refused (see ``--gif``)."""
+    """``"video"`` for a video suffix, ``"folder"`` otherwise; ``.gif`` (see ``--gif``), image suffixes
+    and video containers that cannot hold H.264 (``UNWRITABLE_VIDEO_SUFFIXES``) are refused."""
     suffix = path.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return "video"
@@ -339,6 +390,11 @@ def output_kind(path: Path) -> str:
         raise VideoError(f"{path}: write the video as .mp4 (or a folder) and use --gif for a GIF preview")
     if suffix in IMAGE_SUFFIXES:
         raise VideoError(f"{path}: looks like an image; give a folder name or a video file (.mp4)")
+    if suffix in UNWRITABLE_VIDEO_SUFFIXES:
+        raise VideoError(
+            f"{path}: cannot write {suffix} video; use one of {', '.join(VIDEO_SUFFIXES)} "
+            "(H.264), or a name without a video suffix for a folder of frames"
+        )
     return "folder"
 
 
@@ -356,7 +412,9 @@ def read_video_info(path: str | Path) -> tuple[int, Fraction, tuple[int, int]]:
 
 
 __all__ = [
+    "FOLDER_LAYOUT_DEFAULTS",
     "MANIFEST",
+    "UNWRITABLE_VIDEO_SUFFIXES",
     "VIDEO_SUFFIXES",
     "FolderWriter",
     "FrameSource",

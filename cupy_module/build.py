@@ -70,6 +70,31 @@ def _compiler_version(cxx: str) -> str:
         raise BuildError(f"C++ compiler {cxx} does not run: {exc}") from exc
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _make_shareable(path: Path, only_add: bool = False) -> None:
+    """Give a library the mode a plain compiler run would (0755 under umask 022), best effort.
+
+    The build goes through ``mkstemp`` (mode 0600) and the linker only adds execute bits, which left
+    0711 libraries that other users cannot load. With ``only_add`` (a cached library) bits are only
+    added, never removed. Only files of this user are changed.
+    """
+    mode = 0o777 & ~_umask()
+    try:
+        st = path.stat()
+        if only_add:
+            mode |= st.st_mode & 0o777
+        if st.st_uid == os.getuid() and (st.st_mode & 0o777) != mode:
+            path.chmod(mode)
+    except OSError:
+        pass
+
+
 def compile_library(
     source: Path, name: str, flags: tuple[str, ...], openmp: bool, depends: tuple[Path, ...] = ()
 ) -> Path:
@@ -89,6 +114,7 @@ def compile_library(
         ).hexdigest()[:16]
         target = build_dir() / f"{name}-{key}.so"
         if target.exists():
+            _make_shareable(target, only_add=True)  # libraries cached by earlier versions were 0711
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -96,6 +122,7 @@ def compile_library(
         cmd = [cxx, *attempt, "-o", tmp, str(source)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=source.parent)
         if proc.returncode == 0:
+            _make_shareable(Path(tmp))
             os.replace(tmp, target)
             return target
         Path(tmp).unlink(missing_ok=True)

@@ -106,19 +106,58 @@ def _frame_files(folder: Path) -> list[Path]:
     return files
 
 
+def _size_text(frame: np.ndarray) -> str:
+    return f"{frame.shape[1]}x{frame.shape[0]}"
+
+
 def read_frames(path: str | Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Frames of a video (PyAV, else OpenCV) or of a folder of images (sorted by name) as H x W x 3 uint8 arrays."""
+    """Frames of a video (PyAV, else OpenCV) or of a folder of images (sorted by name) as H x W x 3 uint8 arrays.
+
+    Every frame of one source must have the first frame's size; a frame of another size raises
+    TripletBuildError naming it and both sizes.
+    """
     path = Path(path)
     if _source_kind(path) == "frames":
+        first: tuple[Path, np.ndarray] | None = None
         for i, f in enumerate(_frame_files(path)):
             if max_frames is not None and i >= max_frames:
                 return
             try:
                 with Image.open(f) as img:
-                    yield np.asarray(img.convert("RGB"))
-            except OSError as exc:
+                    frame = np.asarray(img.convert("RGB"))
+            except Image.DecompressionBombError as exc:
+                reason = str(exc).split(",")[0]
+                raise TripletBuildError(f"{f}: image too large to decode safely ({reason})") from None
+            except (OSError, ValueError) as exc:
                 raise TripletBuildError(f"{f}: not a readable image ({exc})") from None
+            if first is None:
+                first = (f, frame)
+            elif frame.shape != first[1].shape:
+                raise TripletBuildError(
+                    f"{f}: frame is {_size_text(frame)}, but {first[0].name} is {_size_text(first[1])}; "
+                    "all frames of a clip must have one size"
+                )
+            yield frame
         return
+    yield from _same_size(path, _decode_video(path, max_frames))
+
+
+def _same_size(path: Path, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Pass ``frames`` through, refusing a frame whose size differs from the first one's."""
+    first = None
+    for i, frame in enumerate(frames):
+        if first is None:
+            first = frame
+        elif frame.shape != first.shape:
+            raise TripletBuildError(
+                f"{path}: frame {i} is {_size_text(frame)}, but frame 0 is {_size_text(first)}; "
+                "all frames of a clip must have one size"
+            )
+        yield frame
+
+
+def _decode_video(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
+    """Frames of a video file: PyAV, else OpenCV."""
     try:
         import av
     except ImportError:
@@ -185,6 +224,13 @@ def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a[::4, ::4].astype(np.int16) - b[::4, ::4].astype(np.int16)).mean() / 255.0)
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _link(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -235,8 +281,11 @@ def build_triplets(
             raise OutputExistsError(f"{out_dir}: already exists (pass --force to overwrite)")
         if out_dir.is_file() or (any(out_dir.iterdir()) and not (out_dir / "tri_trainlist.txt").is_file()):
             raise TripletBuildError(f"{out_dir}: exists and is not a triplet folder; refusing to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise TripletBuildError(f"{out_dir}: cannot create it ({exc.strerror or exc})") from None
     report = BuildReport(out_dir)
     lists: dict[str, list[str]] = {"train": [], "test": []}
     entries: dict[str, dict] = {}
@@ -326,6 +375,8 @@ def build_triplets(
         }
         manifest = {"options": options, "clips": report.clips, "entries": entries}
         (work / "triplets.json").write_text(json.dumps(manifest, indent=1))
+        # mkdtemp made the folder private (0700); give it the mode a plain mkdir would have.
+        work.chmod(0o777 & ~_umask())
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(work, out_dir)

@@ -156,6 +156,10 @@ class KernelEstimation(nn.Module):
         return out
 
 
+MIN_FRAME_SIZE = 17
+"""The smallest height and width the models take: reflect padding to a multiple of 32 needs over 16 px."""
+
+
 def pad_to_multiple(frame: torch.Tensor, multiple: int = 32) -> torch.Tensor:
     """Reflect-pad bottom and right up to a multiple of ``multiple``, as the published models do."""
     h, w = frame.shape[-2:]

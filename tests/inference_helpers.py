@@ -9,9 +9,15 @@ receptive field, which is what a tiling test needs to be able to fail.
 from __future__ import annotations
 
 import copy
+import errno
+import os
+import struct
+import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -76,3 +82,32 @@ def load_rgb(path: Path) -> torch.Tensor:
     """Read an image as (3, H, W) float in [0, 1] with PIL."""
     array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def png_bomb(path: Path, width: int, height: int) -> Path:
+    """A PNG header claiming ``width`` x ``height`` (no pixel data): PIL refuses to open it as a possible
+    decompression bomb when the size exceeds twice ``Image.MAX_IMAGE_PIXELS``."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def deny_writes(monkeypatch: pytest.MonkeyPatch, folder: Path, probe_too: bool = True) -> None:
+    """Make creating files in ``folder`` fail with EACCES, as a read-only folder does for a normal user
+    (the tests may run as root, for whom chmod does not deny anything). Files are created with
+    ``tempfile.mkstemp``: the probe of ``ensure_writable`` and every atomic write. With ``probe_too``
+    false the probe still succeeds, to model a write that fails only after the early check (a full disk)."""
+    real = tempfile.mkstemp
+
+    def mkstemp(suffix: str | None = None, prefix: str | None = None, dir: str | None = None, text: bool = False):
+        probe = (prefix or "").startswith(".cdfi_probe.")
+        if dir is not None and Path(dir).resolve() == folder.resolve() and (probe_too or not probe):
+            name = os.path.join(dir, f"{prefix or 'tmp'}XXXXXXXX{suffix or ''}")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+        return real(suffix, prefix, dir, text)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)

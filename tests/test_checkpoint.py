@@ -160,3 +160,53 @@ def test_average_checkpoints_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     cdfi = save_checkpoint(tmp_path / "cdfi.pth", make_model("cdfi_adacof", 11, 2, sampling="floor"), epoch=0)
     assert average_checkpoints.main([str(a), str(cdfi), "--out", str(tmp_path / "x.pth")]) == 2
     assert "cdfi_adacof_F_11_D_2" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()
+
+
+def test_metadata_without_kernel_size_is_inferred_from_the_weights(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    path = tmp_path / "nok.pth"
+    torch.save({"epoch": 1, "state_dict": compressed.state_dict(), "model": "compressed_adacof"}, path)
+    model = load_model(path)  # F5 from the kernel head, D1 as published for F5; then every shape is verified
+    assert (model.model_name, model.kernel_size, model.dilation) == ("compressed_adacof", 5, 1)
+    assert _same_weights(model, compressed)
+    torch.save({"epoch": 1, "state_dict": compressed.state_dict(), "model": "foo", "kernel_size": 5}, path)
+    with pytest.raises(CheckpointError, match=r"nok\.pth: metadata names unknown model 'foo'"):
+        load_model(path)
+    bad_arch = {"epoch": 1, "state_dict": compressed.state_dict(), "model": "compressed_adacof", "arch": {"x": 1}}
+    torch.save(bad_arch, path)
+    with pytest.raises(CheckpointError, match=r"nok\.pth: its architecture spec cannot be built"):
+        load_model(path)
+
+
+def test_weights_that_do_not_fit_name_the_first_difference(tmp_path: Path, compressed: torch.nn.Module) -> None:
+    state = compressed.state_dict()
+    first, second = list(state)[:2]
+    missing = {k: v for k, v in state.items() if k != second}
+    extra = {**state, "extra.weight": torch.zeros(1)}
+    reshaped = {**state, first: torch.zeros(2, 2)}
+    cases = [
+        (missing, f"missing key {second}"),
+        (extra, "unexpected key extra.weight"),
+        (reshaped, f"{first} has shape (2, 2) in the checkpoint but {tuple(state[first].shape)} in the model"),
+    ]
+    for weights, needle in cases:
+        path = save_checkpoint(tmp_path / "bad.pth", compressed, epoch=0)
+        raw = torch.load(path, weights_only=True)
+        torch.save({**raw, "state_dict": weights}, path)
+        with pytest.raises(CheckpointError) as info:
+            load_model(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: weights do not fit compressed_adacof F5/D1: ")
+        assert needle in message and "\n" not in message and "but the model is" not in message
+
+
+def test_random_bytes_give_a_short_reason(tmp_path: Path) -> None:
+    path = tmp_path / "random.pth"
+    path.write_bytes(
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"{path}: not a PyTorch checkpoint (unpickling failed)"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty file"):
+        load_checkpoint(path)

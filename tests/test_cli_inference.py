@@ -1,6 +1,8 @@
 """interpolate_twoframe.py and interpolate_video.py end to end on tiny inputs with a seeded checkpoint:
 outputs against the model called directly, frame counts and order for every factor, fps metadata,
-tiling, resume after an interruption, scene cuts, GIF preview, and bad input of every listed kind."""
+tiling, resume after an interruption, scene cuts, GIF preview, and bad input of every listed kind;
+unwritable outputs and Ctrl-C in the two-frame tool and the evaluation scripts (more for the video
+tool in test_video_cli.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,25 @@ import av
 import numpy as np
 import pytest
 import torch
-from inference_helpers import example_frames, lively_model, load_rgb, psnr, reference_middle, save_lively, save_rgb
+from inference_helpers import (
+    deny_writes,
+    example_frames,
+    lively_model,
+    load_rgb,
+    png_bomb,
+    psnr,
+    reference_middle,
+    save_lively,
+    save_rgb,
+)
 from PIL import Image
 
 import cdfi.inference_cli
 import cdfi.paths
 import interpolate_twoframe
 import interpolate_video
+import test as test_cdfi
+import test_compressed_adacof
 from cdfi.interpolator import Interpolator
 from cdfi.video import MANIFEST
 
@@ -519,3 +533,108 @@ def test_video_bad_inputs(
         == 1
     )
     assert "--gif" in capsys.readouterr().err
+
+
+# --- robustness: unusable inputs and outputs, Ctrl-C ------------------------------------------------
+
+
+def _twoframe_argv(a: Path, b: Path, out: Path, ckpt: Path) -> list[str]:
+    return ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out), "--checkpoint", str(ckpt)]
+
+
+def test_twoframe_folder_and_huge_image_as_input(
+    tmp_path: Path, ckpt: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = save_rgb(tmp_path / "good.png", frames[0])
+    bomb = png_bomb(tmp_path / "bomb.png", 20000, 20000)
+    out = tmp_path / "mid.png"
+    for bad, phrase in ((tmp_path, "is a folder"), (bomb, "image too large")):
+        assert interpolate_twoframe.main(_twoframe_argv(bad, good, out, ckpt)) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {bad}: {phrase}") and err.count("\n") == 1, err
+        assert not out.exists()
+
+
+def test_twoframe_unwritable_output_fails_before_inference(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    calls = []
+    monkeypatch.setattr(Interpolator, "_forward", lambda self, x, y: calls.append(1) or (x + y) / 2)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    deny_writes(monkeypatch, ro)
+    folder_png = tmp_path / "folder.png"
+    folder_png.mkdir()
+    cases = [(blocker / "mid.png", "not a folder"), (ro / "mid.png", "Permission denied"), (folder_png, "is a folder")]
+    for out, phrase in cases:
+        for force in ([], ["--force"]):
+            assert interpolate_twoframe.main([*_twoframe_argv(a, b, out, ckpt), *force]) == 1
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {out}: ") and phrase in err and err.count("\n") == 1, err
+    assert calls == [] and list(ro.iterdir()) == []
+
+
+def test_twoframe_late_write_failure_names_the_output(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    deny_writes(monkeypatch, out_dir, probe_too=False)  # the early check passes, the write itself fails
+    out = out_dir / "mid.png"
+    assert interpolate_twoframe.main(_twoframe_argv(a, b, out, ckpt)) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"error: {out}: cannot write (Permission denied)" and "Traceback" not in err, err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_twoframe_ctrl_c_exits_130_without_output(
+    tmp_path: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def interrupted(self: Interpolator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Interpolator, "_forward", interrupted)
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    out = tmp_path / "out" / "mid.png"
+    assert interpolate_twoframe.main(_twoframe_argv(a, b, out, ckpt)) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1] == f"interrupted; {out} was not written"
+    assert not out.exists() and not list(tmp_path.glob("**/.mid.*"))
+
+
+@pytest.mark.parametrize("script", [test_compressed_adacof, test_cdfi])
+def test_evaluation_ctrl_c_exits_130_without_results(
+    tmp_path: Path,
+    ckpt: Path,
+    script: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import cdfi.eval_cli
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cdfi.eval_cli, "resolve_data_root", interrupted)
+    out_dir = tmp_path / "out"
+    rc = script.main(["--checkpoint", str(ckpt), "--out_dir", str(out_dir), "--no_progress"])  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err, err
+    assert err.splitlines() == ["interrupted; results.json was not written"]
+    assert not out_dir.exists()

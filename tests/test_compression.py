@@ -355,6 +355,8 @@ def test_prune_cli_sparsifies_reports_density_and_resumes(tmp_path, capsys) -> N
     assert prune.main(args) == 1 and "--force" in capsys.readouterr().err
     assert prune.main([*args, "--lambda_", "0", "--force"]) == 1
     assert "--lambda_" in capsys.readouterr().err
+    assert prune.main([*args, "--max_steps", "0", "--force"]) == 1
+    assert "--max_steps" in capsys.readouterr().err
 
 
 def test_cdfi_model_compresses_to_a_buildable_spec() -> None:
@@ -365,3 +367,36 @@ def test_cdfi_model_compresses_to_a_buildable_spec() -> None:
     small = make_model("cdfi_adacof", 11, 2, arch=result.spec)
     assert sum(p.numel() for p in small.parameters()) == result.compressed_params < result.full_params
     assert result.spec["encoder"][1] == [sqrt_rule(0.3, w) for w in model.arch["encoder"][1]]
+
+
+def test_compress_refuses_a_report_or_options_of_another_network(pruned_checkpoint, tmp_path, capsys) -> None:
+    path, _ = pruned_checkpoint  # a pruned compressed AdaCoF F5/D1
+    report = tmp_path / "r.csv"
+    assert (
+        sparsity_report.main(["--checkpoint", str(path), "--csv", str(report), "--png", str(tmp_path / "r.png")]) == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "spec.json"
+    # Same layer names, other widths: the full AdaCoF's first conv has 32 outputs, not 24.
+    assert compress.main(["--report", str(report), "--model", "adacof", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {report}: layer get_kernel.moduleConv1.0 is 6->24")
+    assert "adacof F5/D1" in err and not out.exists()
+    # A report missing a layer is not of this network either.
+    lines = report.read_text().splitlines()
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines[:-1]) + "\n")
+    assert compress.main(["--report", str(short), "--model", "compressed_adacof", "--out", str(out)]) == 1
+    last = lines[-1].split(",")[0]
+    assert f"{short}: no row for layer {last}" in capsys.readouterr().err and not out.exists()
+    # Options that contradict the checkpoint are refused, naming both variants.
+    for extra, asked in (
+        (["--model", "adacof"], "adacof F5/D1"),
+        (["--kernel_size", "11"], "compressed_adacof F11/D1"),
+    ):
+        assert compress.main(["--checkpoint", str(path), *extra, "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "compressed_adacof F5/D1 weights" in err and f"{asked} was asked for" in err
+        assert not out.exists()
+    agreeing = ["--model", "compressed_adacof", "--kernel_size", "5", "--dilation", "1"]
+    assert compress.main(["--checkpoint", str(path), *agreeing, "--out", str(out)]) == 0 and out.exists()

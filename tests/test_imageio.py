@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,64 @@ def test_atomic_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
         assert (tmp_path / "out.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+def test_decompression_bomb_is_an_image_error(tmp_path: Path) -> None:
+    """PIL's safety limit stays; hitting it is a one-line ImageError naming the file, not a traceback."""
+    from inference_helpers import png_bomb
+
+    path = png_bomb(tmp_path / "huge.png", 20000, 20000)
+    with pytest.raises(ImageError, match=r"huge\.png: image too large to read safely \(400,000,000 pixels"):
+        read_image(path)
+
+
+def test_decompression_bomb_warning_as_error(tmp_path: Path) -> None:
+    """Under ``-W error`` PIL's bomb *warning* is raised: it gets the same message."""
+    import warnings
+
+    from inference_helpers import png_bomb
+
+    path = png_bomb(tmp_path / "big.png", 10000, 10000)  # over MAX_IMAGE_PIXELS, under twice it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match=r"big\.png: image too large"):
+            read_image(path)
+
+
+def test_folder_is_not_an_image(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="is a folder, not an image file"):
+        read_image(tmp_path)
+
+
+def test_ensure_writable_checks_the_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference_helpers import deny_writes
+
+    from cdfi.fileio import OutputWriteError, ensure_writable
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputWriteError, match=re.escape(f"{blocker / 'a' / 'b.png'}: cannot be created, ")):
+        ensure_writable(blocker / "a" / "b.png", force=True)
+    with pytest.raises(OutputWriteError, match="is a folder"):
+        ensure_writable(tmp_path, force=True)
+    assert ensure_writable(tmp_path / "new" / "deeper" / "x.png", force=False) == tmp_path / "new" / "deeper" / "x.png"
+    assert not (tmp_path / "new").exists()  # the check creates nothing
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    deny_writes(monkeypatch, ro)
+    with pytest.raises(OutputWriteError, match=re.escape(f"{ro / 'x.png'}: cannot write in {ro} (Permission denied)")):
+        ensure_writable(ro / "x.png", force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "ro"]
+
+
+def test_atomic_write_errors_name_the_target(tmp_path: Path) -> None:
+    """An OSError about the temporary file is restated for the final path (and the temp file removed)."""
+    from cdfi.fileio import OutputWriteError
+
+    target = tmp_path / "out.png"
+    with pytest.raises(OutputWriteError) as info, atomic_path(target) as tmp:
+        raise PermissionError(13, "Permission denied", str(tmp))
+    assert str(info.value) == f"{target}: cannot write (Permission denied)" and info.value.errno == 13
+    with pytest.raises(FileNotFoundError, match="elsewhere"), atomic_path(target):
+        raise FileNotFoundError(2, "No such file", str(tmp_path / "elsewhere"))  # not about the output: unchanged
+    assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,8 @@ import argparse
 import itertools
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +284,42 @@ def test_color_augment_is_one_channel_order_and_desaturation_for_the_whole_tripl
     assert len(orders) >= 4  # 18 draws of 6 channel orders
     with pytest.raises(TripletListError, match="color_augment"):
         VimeoTriplets(tmp_path, color_augment=1.5)
+
+
+def test_frames_of_different_sizes_are_refused_naming_the_file(tmp_path, capsys) -> None:
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    frames = _frames(6)
+    for i, f in enumerate(frames):
+        Image.fromarray(f if i != 4 else f[:24, :32]).save(folder / f"{i:03d}.png")
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--val_fraction", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"make_triplets: error: {folder / '004.png'}: frame is 32x24, but 000.png is {W}x{H}; "
+        "all frames of a clip must have one size"
+    )
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["clip"]  # no work folder left
+
+
+def test_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i, f in enumerate(_frames(4)):
+        Image.fromarray(f).save(folder / f"{i}.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 64x48 header now claims too many pixels
+    assert main([str(folder), "--out", str(tmp_path / "out"), "--val_fraction", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"make_triplets: error: {folder / '0.png'}: image too large to decode safely")
+    assert "\n" not in err
+
+
+def test_output_folder_honours_the_umask(tmp_path) -> None:
+    video = write_lossless_video(tmp_path / "clip.mkv", _frames(8))
+    old = os.umask(0o022)
+    try:
+        build_triplets([video], tmp_path / "out", val_fraction=0, progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "out" / "tri_trainlist.txt").stat().st_mode) == 0o644
