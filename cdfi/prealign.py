@@ -17,8 +17,11 @@ halves the motion, so, at each level from the coarsest up:
    must beat the plain one by ``margin`` to be chosen, because its inputs have been resampled once
    more (slightly softer) and its motion is only as good as the coarse one.
 
-With three levels (the default; fewer where the frame is too small) that is two passes at each of
-the full, half and quarter resolutions and one at an eighth: about 3 times the plain cost. This is
+By default the motion comes from as deep as the frame allows (the coarsest level keeps at least
+``MIN_COARSE`` px on its shorter side): three levels for frames of 256 to 511 px, four for 720p, five
+for 1080p, so that motion long in pixels because the frame is large is still reached. With three
+levels that is two passes at each of the full, half and quarter resolutions and one at an eighth,
+about 3 times the plain cost; deeper levels add little (a sixteenth of the pixels each time). This is
 this project's addition, not part of the published method; off unless asked for (``--prealign``).
 """
 
@@ -38,8 +41,15 @@ Parts = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
 MIN_COARSE = 32
 """Frames whose downscaled shorter side would be below this go through the plain model only."""
 
-LEVELS = 3
-"""Halvings the motion comes from by default (see ``docs/inference.md``)."""
+
+def auto_levels(size: tuple[int, int]) -> int:
+    """The default depth: as many halvings as keep the coarsest level's shorter side at ``MIN_COARSE`` px or
+    more (3 for 256 to 511 px, 4 for 720p, 5 for 1080p); see ``docs/inference.md``."""
+    levels, side = 0, min(size)
+    while side // 2 >= MIN_COARSE:
+        levels, side = levels + 1, side // 2
+    return levels
+
 
 MARGIN = 0.02
 """How much better (mean absolute difference, 0-1 scale) the aligned pass's warps must agree to be
@@ -67,14 +77,20 @@ def _agreement_error(warp0: torch.Tensor, warp2: torch.Tensor, radius: int) -> t
 class Prealigned(nn.Module):
     """``model`` (an AdaCoF-family ``WarpingModel``) with coarse-to-fine pre-alignment; same call signature,
     eval-mode output (see the module docstring). ``levels`` is how many halvings the motion comes from
-    (1: half resolution only). ``margin`` and ``temperature`` (in units of the 0-1 intensity difference)
+    (1: half resolution only; ``None``, the default: as deep as the frame allows, ``auto_levels``).
+    ``margin`` and ``temperature`` (in units of the 0-1 intensity difference)
     set where and how sharply the per-pixel blend switches to the aligned pass."""
 
     def __init__(
-        self, model: nn.Module, levels: int = LEVELS, radius: int = 7, margin: float = MARGIN, temperature: float = 0.01
+        self,
+        model: nn.Module,
+        levels: int | None = None,
+        radius: int = 7,
+        margin: float = MARGIN,
+        temperature: float = 0.01,
     ) -> None:
         super().__init__()
-        if levels < 1:
+        if levels is not None and levels < 1:
             raise ValueError(f"prealign levels must be at least 1, got {levels}")
         self.model, self.levels, self.radius = model, levels, radius
         self.margin, self.temperature = margin, temperature
@@ -122,7 +138,8 @@ class Prealigned(nn.Module):
 
     def forward(self, frame0: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
         check_frames(frame0, frame2)
-        return self.level(frame0, frame2, self.levels, with_motion=False)[0]
+        levels = self.levels if self.levels is not None else auto_levels(frame0.shape[-2:])
+        return self.level(frame0, frame2, levels, with_motion=False)[0]
 
 
 def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -142,6 +159,7 @@ def add_prealign_argument(parser: argparse.ArgumentParser | argparse._ArgumentGr
     parser.add_argument(
         "--prealign",
         action="store_true",
-        help="coarse-to-fine pre-alignment for large motion: passes at 1/8, 1/4 and 1/2 resolution warp both "
-        "inputs towards the middle first (about 3x the time; this project's addition, see docs/inference.md)",
+        help="coarse-to-fine pre-alignment for large motion: passes at 1/8, 1/4 and 1/2 resolution (deeper for "
+        "frames over 511 px) warp both inputs towards the middle first (about 3x the time; this project's "
+        "addition, see docs/inference.md)",
     )

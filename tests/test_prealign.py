@@ -14,7 +14,7 @@ from torch import nn
 import interpolate_twoframe
 from cdfi.baselines import backward_warp as cv2_backward_warp
 from cdfi.interpolator import Interpolator
-from cdfi.prealign import MIN_COARSE, Prealigned, backward_warp, with_prealign
+from cdfi.prealign import MIN_COARSE, Prealigned, auto_levels, backward_warp, with_prealign
 from models import make_model
 
 cv2 = pytest.importorskip("cv2")
@@ -106,6 +106,23 @@ def test_two_levels_reach_twice_the_motion() -> None:
     torch.testing.assert_close(two[inner], middle[inner], atol=2e-3, rtol=0)
     one = Prealigned(CappedShift(2.0), levels=1)(a, c)
     assert float((one - middle)[inner].abs().max()) > 0.05
+
+
+def test_default_depth_follows_the_frame_size() -> None:
+    assert [auto_levels((h, 2 * h)) for h in (40, 144, 256, 480, 511, 512, 720, 1080)] == [0, 2, 3, 3, 3, 4, 4, 5]
+    assert auto_levels((1080, 60)) == auto_levels((60, 1080)) == 0
+
+
+def test_default_depth_reaches_motion_that_three_levels_cannot() -> None:
+    # 512-px frames, c(x) = a(x - 64): 32 px per frame, within the 2-px cap only at a sixteenth of the size,
+    # so the default (four levels at this size) aligns the pair and three levels cannot.
+    big = texture(512, 640)
+    a, c, middle = big[..., 64:640], big[..., 0:576], big[..., 32:608]
+    inner = (..., slice(64, -64), slice(96, -96))
+    auto = Prealigned(CappedShift(2.0))(a, c)
+    torch.testing.assert_close(auto[inner], middle[inner], atol=2e-3, rtol=0)
+    three = Prealigned(CappedShift(2.0), levels=3)(a, c)
+    assert float((three - middle)[inner].abs().max()) > 0.05
 
 
 @pytest.mark.parametrize("levels", [1, 2])
