@@ -24,7 +24,7 @@ the ``Warp`` loss term, 128x128 motion-aware crops and a constant learning rate,
 average within minutes on a CPU (docs/small_budget_training.md). The single options, all off by
 default: ``--sampling floor``, ``--init he``, a ``Warp`` term in ``--loss``, ``--offset_init``,
 ``--motion_crop``, ``--flow_warmstart``, ``--flow_distill``, ``--blur_warp``, ``--weight_temperature``, ``--head_lr``,
-``--synthetic``, ``--color_augment``.
+``--synthetic``, ``--color_augment``, ``--scale_augment``.
 CDFI on a small budget starts best from a trained compressed AdaCoF: ``--grow_from CKPT`` copies it in
 (``cdfi/grow.py``) and a ``Context`` term in ``--loss`` trains the GridNet's own synthesis.
 
@@ -199,6 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="P",
         help="probability of one random channel order and desaturation per triplet (default 0)",
+    )
+    g.add_argument(
+        "--scale_augment",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of resizing a triplet (motion and texture alike) by a factor from --scale_range before "
+        "cropping (default 0)",
+    )
+    g.add_argument(
+        "--scale_range",
+        default="0.5,1",
+        metavar="LO,HI",
+        help="resize factors for --scale_augment, drawn log-uniformly (default 0.5,1)",
     )
     return p
 

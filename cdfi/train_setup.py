@@ -169,6 +169,8 @@ def setup_run(args: argparse.Namespace) -> TrainingRun:
         synthetic=args.synthetic,
         synthetic_shift=args.synthetic_shift,
         color_augment=args.color_augment,
+        scale_augment=args.scale_augment,
+        scale_range=parse_scale_range(args.scale_range),
         with_flow=args.flow_warmstart > 0 or args.flow_distill > 0,
     )
     if len(dataset) < args.batch_size:
@@ -273,6 +275,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.blur_warp < 0:
         raise TrainSetupError(f"--blur_warp must be >= 0, got {args.blur_warp}")
     parse_sigmas(args.blur_sigmas)
+    parse_scale_range(args.scale_range)
+    if not 0 <= args.scale_augment <= 1:
+        raise TrainSetupError(f"--scale_augment is a probability in [0, 1], got {args.scale_augment}")
     if args.max_steps is not None and args.max_steps < 1:
         raise TrainSetupError(f"--max_steps must be positive, got {args.max_steps}")
     if args.max_minutes is not None and not args.max_minutes > 0:
@@ -294,6 +299,17 @@ def parse_sigmas(text: str) -> tuple[float, ...]:
     if not sigmas or not all(math.isfinite(v) and v > 0 for v in sigmas):
         raise TrainSetupError(f"--blur_sigmas must be positive numbers separated by commas, got {text!r}")
     return sigmas
+
+
+def parse_scale_range(text: str) -> tuple[float, float]:
+    """``--scale_range`` ("0.5,1") as two positive factors, low first."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise TrainSetupError(f"--scale_range must be two positive factors LO,HI with LO <= HI, got {text!r}")
+    return lo, hi
 
 
 def resolve_resume(args: argparse.Namespace, run_dir: Path) -> Path | None:

@@ -9,7 +9,9 @@ each with probability 0.5; optionally a random crop (``crop``) for small machine
 training on small budgets (issue 11): ``motion_crop`` (probability of choosing, among
 ``motion_candidates`` random crop positions, the one where the two inputs differ most),
 ``synthetic`` (probability of replacing an item by a synthetic triplet made from its middle frame
-with a known sub-pixel translation, rotation and zoom) and ``with_flow`` (append the OpenCV DIS flow
+with a known sub-pixel translation, rotation and zoom), ``scale_augment`` (probability of resizing the
+whole triplet by a factor drawn log-uniformly from ``scale_range`` before cropping, which scales the
+motion and the texture with it) and ``with_flow`` (append the OpenCV DIS flow
 from frame0 to frame2, (2, H, W) as (dx, dy), by ``cdfi.baselines.dis_flow``, for the flow warm start).
 
 Randomness is drawn from a generator seeded by ``(seed, epoch, index)``, so an item is the same
@@ -37,6 +39,7 @@ __all__ = [
     "VimeoTriplets",
     "color_jitter",
     "read_triplet_list",
+    "rescale_triplet",
     "synthetic_triplet",
 ]
 
@@ -122,6 +125,19 @@ def color_jitter(frames: list[torch.Tensor], rng: np.random.Generator) -> list[t
     return out
 
 
+def rescale_triplet(frames: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+    """All frames of a triplet resized to ``size`` (H, W): antialiased bilinear, clamped to [0, 1].
+
+    Resizing the whole triplet scales its motion by the same factor, so the middle frame stays the
+    ground truth."""
+    h, w = frames[0].shape[-2:]
+    if (h, w) == tuple(size):
+        return frames
+    shrink = size[0] < h or size[1] < w
+    out = F.interpolate(torch.stack(frames), size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    return list(out.clamp(0, 1).unbind(0))
+
+
 class VimeoTriplets(Dataset):
     """Vimeo-90K-layout triplets with the published augmentations (see the module docstring)."""
 
@@ -139,6 +155,8 @@ class VimeoTriplets(Dataset):
         with_flow: bool = False,
         check_sizes: bool = True,
         color_augment: float = 0.0,
+        scale_augment: float = 0.0,
+        scale_range: tuple[float, float] = (0.5, 1.0),
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -146,7 +164,12 @@ class VimeoTriplets(Dataset):
         self.crop = (crop, crop) if isinstance(crop, int) else (tuple(crop) if crop is not None else None)
         if self.crop is not None and min(self.crop) < 1:
             raise TripletListError(f"crop must be positive, got {crop}")
-        for name, p in (("motion_crop", motion_crop), ("synthetic", synthetic), ("color_augment", color_augment)):
+        for name, p in (
+            ("motion_crop", motion_crop),
+            ("synthetic", synthetic),
+            ("color_augment", color_augment),
+            ("scale_augment", scale_augment),
+        ):
             if not 0.0 <= p <= 1.0:
                 raise TripletListError(f"{name} is a probability in [0, 1], got {p}")
         self.augment = augment
@@ -157,6 +180,10 @@ class VimeoTriplets(Dataset):
         self.synthetic = float(synthetic)
         self.synthetic_shift = float(synthetic_shift)
         self.color_augment = float(color_augment)
+        lo, hi = (float(v) for v in scale_range)
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            raise TripletListError(f"scale_range must be two positive factors, low <= high, got {scale_range}")
+        self.scale_augment, self.scale_range = float(scale_augment), (lo, hi)
         self.with_flow = with_flow
         if with_flow:  # fail at construction, before training, if OpenCV is missing
             require_cv2()
@@ -199,9 +226,10 @@ class VimeoTriplets(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
 
-    def _crop_origin(self, frames: list[torch.Tensor], rng: np.random.Generator) -> tuple[int, int]:
-        assert self.crop is not None
-        ch, cw = self.crop
+    def _crop_origin(
+        self, frames: list[torch.Tensor], rng: np.random.Generator, size: tuple[int, int]
+    ) -> tuple[int, int]:
+        ch, cw = size
         _, h, w = frames[0].shape
         count = self.motion_candidates if rng.random() < self.motion_crop else 1
         ys = rng.integers(0, h - ch + 1, size=count)
@@ -226,10 +254,21 @@ class VimeoTriplets(Dataset):
             raise TripletListError(f"entry {self.entries[index]!r}: frames differ in size")
         if self.synthetic > 0 and rng.random() < self.synthetic:
             frames = list(synthetic_triplet(frames[1], rng, self.synthetic_shift))
-        if self.crop is not None:
-            y, x = self._crop_origin(frames, rng)
-            ch, cw = self.crop
-            frames = [f[:, y : y + ch, x : x + cw] for f in frames]
+        factor = 1.0
+        if self.scale_augment > 0 and rng.random() < self.scale_augment:
+            lo, hi = self.scale_range
+            factor = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        if self.crop is None:
+            if factor != 1.0:
+                h, w = frames[0].shape[-2:]
+                frames = rescale_triplet(frames, (max(1, round(h * factor)), max(1, round(w * factor))))
+        else:
+            # Rescaling then cropping equals cropping the matching region, then rescaling it to the crop.
+            h, w = frames[0].shape[-2:]
+            factor = max(factor, self.crop[0] / h, self.crop[1] / w)  # keep the region inside the frame
+            region = (min(h, round(self.crop[0] / factor)), min(w, round(self.crop[1] / factor)))
+            y, x = self._crop_origin(frames, rng, region)
+            frames = rescale_triplet([f[:, y : y + region[0], x : x + region[1]] for f in frames], self.crop)
         if self.augment:
             if rng.random() < 0.5:
                 frames = [f.flip(-1) for f in frames]

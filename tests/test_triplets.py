@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from video_helpers import write_lossless_video
 
@@ -323,3 +324,56 @@ def test_output_folder_honours_the_umask(tmp_path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "out" / "tri_trainlist.txt").stat().st_mode) == 0o644
+
+
+def _pan_triplet(root: Path, shift: float, size: int = 160) -> None:
+    """One triplet of a smooth random texture, frame0 / frame2 moved by -shift / +shift px in x."""
+    rng = np.random.default_rng(4)
+    base = torch.from_numpy(rng.random((1, 3, size // 8, size // 8)).astype(np.float32))
+    texture = F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    folder = root / "sequences" / "00001" / "0001"
+    folder.mkdir(parents=True)
+    for k, t in enumerate((-shift, 0.0, shift)):
+        frame = torch.roll(texture, shifts=int(t), dims=-1)[0]
+        Image.fromarray(_as_uint8(frame)).save(folder / f"im{k + 1}.png")
+    (root / "tri_trainlist.txt").write_text("00001/0001\n")
+
+
+def _best_shift(frame0: torch.Tensor, frame2: torch.Tensor, margin: int = 14) -> float:
+    """The horizontal shift (0 to 20 px, 0.05 steps) that best moves ``frame0`` onto ``frame2``: brute force."""
+    shifts = torch.arange(0.0, 20.0, 0.05)
+    h, w = frame0.shape[-2:]
+    xs = torch.arange(w, dtype=torch.float32) - shifts.view(-1, 1)  # frame2(x) = frame0(x - shift)
+    gx = (2 * xs + 1) / w - 1
+    gy = (2 * torch.arange(h, dtype=torch.float32) + 1) / h - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy.view(1, -1, 1)), -1)
+    moved = F.grid_sample(frame0.expand(len(shifts), -1, -1, -1), grid, align_corners=False)
+    inner = (slice(None), slice(None), slice(margin, h - margin), slice(margin + 20, w - margin))
+    error = (moved - frame2)[inner].pow(2).mean((1, 2, 3))
+    return float(shifts[int(error.argmin())])
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.8, 1.6])
+def test_scale_augment_scales_the_motion_of_the_crop_by_its_factor(tmp_path, factor) -> None:
+    _pan_triplet(tmp_path, 4)
+    data = VimeoTriplets(tmp_path, crop=64, augment=False, scale_augment=1.0, scale_range=(factor, factor))
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        f0, f1, f2 = data[0]
+        assert f0.shape == f1.shape == f2.shape == (3, 64, 64) and 0 <= float(f0.min()) <= float(f0.max()) <= 1
+        assert abs(_best_shift(f0, f2) - 8 * factor) < 0.15  # frame2 is 8 px right of frame0 before scaling
+
+
+def test_scale_augment_keeps_the_crop_inside_small_frames_and_the_default_draws(tmp_path) -> None:
+    _vimeo(tmp_path, 2, size=(W, H))
+    shrunk = VimeoTriplets(tmp_path, crop=40, scale_augment=1.0, scale_range=(0.25, 0.25), seed=2)
+    for f in shrunk[0]:  # a quarter of 48 px is below the crop: the factor is raised to 40/48, not the crop
+        assert f.shape == (3, 40, 40)
+    off = VimeoTriplets(tmp_path, crop=40, seed=2)
+    unused = VimeoTriplets(tmp_path, crop=40, seed=2, scale_range=(0.5, 2.0))
+    for a, b in zip(off[1], unused[1], strict=True):  # scale_augment=0 draws nothing extra
+        assert torch.equal(a, b)
+    with pytest.raises(TripletListError, match="scale_augment"):
+        VimeoTriplets(tmp_path, scale_augment=-0.1)
+    with pytest.raises(TripletListError, match="scale_range"):
+        VimeoTriplets(tmp_path, scale_range=(2.0, 1.0))
