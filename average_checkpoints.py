@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cdfi.checkpoint import CheckpointError, average_weights, load_checkpoint, save_checkpoint
-from cdfi.fileio import ensure_writable
+from cdfi.io.atomic import ensure_writable
+from cdfi.io.checkpoint import CheckpointError, average_weights, load_checkpoint, save_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,9 +20,9 @@ import json
 import math
 import sys
 
-from cdfi.checkpoint import load_checkpoint, requested_variant
-from cdfi.compression import LayerMismatchError, compress_variant, conv_densities, read_report_csv
-from cdfi.fileio import atomic_write_text, ensure_writable
+from cdfi.compression.core import LayerMismatchError, compress_variant, conv_densities, read_report_csv
+from cdfi.io.atomic import atomic_write_text, ensure_writable
+from cdfi.io.checkpoint import load_checkpoint, requested_variant
 from models import DEFAULT_SIZES, list_models, load_arch
 
 

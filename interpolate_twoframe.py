@@ -14,11 +14,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cdfi.fileio import ensure_writable
-from cdfi.imageio import IMAGE_SUFFIXES, read_image, write_image
-from cdfi.inference_cli import add_model_arguments, build_interpolator, checkpoint_path
-from cdfi.interpolator import check_pair
-from cdfi.paths import REPO_ROOT
+from cdfi.inference.cli import add_model_arguments, build_interpolator, checkpoint_path
+from cdfi.inference.interpolator import check_pair
+from cdfi.io.atomic import ensure_writable
+from cdfi.io.images import IMAGE_SUFFIXES, read_image, write_image
+from cdfi.io.paths import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
 

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cdfi.fileio import OutputWriteError, ensure_writable
-from cdfi.imageio import IMAGE_SUFFIXES, read_image
-from cdfi.inference_cli import add_model_arguments, build_interpolator, checkpoint_path
-from cdfi.interpolator import Interpolator, check_pair
-from cdfi.video import FolderWriter, FrameSource, GifPreview, VideoError, VideoWriter, open_source, output_kind
+from cdfi.inference.cli import add_model_arguments, build_interpolator, checkpoint_path
+from cdfi.inference.interpolator import Interpolator, check_pair
+from cdfi.io.atomic import OutputWriteError, ensure_writable
+from cdfi.io.images import IMAGE_SUFFIXES, read_image
+from cdfi.io.video import FolderWriter, FrameSource, GifPreview, VideoError, VideoWriter, open_source, output_kind
 
 FACTORS = (2, 4, 8, 16, 32)
 DEFAULT_INPUT_FPS = Fraction(25)

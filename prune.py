@@ -2,7 +2,7 @@
 
 Fine-tunes any ``make_model`` network from its checkpoint on Vimeo-90K-layout triplets with the l1
 penalty ``lambda_ * ||w||_1`` minimised by OBProxSG, using the training loop of ``train.py``
-(``cdfi.training.Trainer``: resumable, mixed precision, progress bar). The model density is printed
+(``cdfi.training.trainer.Trainer``: resumable, mixed precision, progress bar). The model density is printed
 after every epoch. Then run ``sparsity_report.py`` and ``compress.py`` on the result.
 
 Example (the extended CDFI recipe: 1000 samples, lr 1e-2, lambda 1e-4, Np 10):
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cdfi.checkpoint import load_model, save_checkpoint
-from cdfi.compression import conv_densities, model_density
-from cdfi.fileio import ensure_writable
-from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
-from cdfi.precision import resolve_precision
-from cdfi.training import ResumableSampler, Trainer
+from cdfi.compression.core import conv_densities, model_density
+from cdfi.io.atomic import ensure_writable
+from cdfi.io.checkpoint import load_model, save_checkpoint
+from cdfi.runtime.precision import resolve_precision
+from cdfi.training.losses import DEFAULT_LOSSES, CompositeLoss
+from cdfi.training.trainer import ResumableSampler, Trainer
 from datasets.vimeo import VimeoTriplets
 from optimizers import OBProxSG
 

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cdfi.checkpoint import load_checkpoint
-from cdfi.compression import LayerDensity, conv_densities, format_report, report_csv_text
-from cdfi.fileio import atomic_path, atomic_write_text, ensure_writable
+from cdfi.compression.core import LayerDensity, conv_densities, format_report, report_csv_text
+from cdfi.io.atomic import atomic_path, atomic_write_text, ensure_writable
+from cdfi.io.checkpoint import load_checkpoint
 
 
 def plot_densities(layers: Sequence[LayerDensity], path: Path, title: str, force: bool) -> None:

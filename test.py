@@ -5,7 +5,7 @@ Example: python test.py --gpu_id 0 --kernel_size 11 --dilation 2
 
 import sys
 
-from cdfi.eval_cli import run
+from cdfi.evaluation.cli import run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ Example: python test_compressed_adacof.py --gpu_id 0 --kernel_size 5 --dilation 
 
 import sys
 
-from cdfi.eval_cli import run
+from cdfi.evaluation.cli import run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,10 +26,10 @@ default: ``--sampling floor``, ``--init he``, a ``Warp`` term in ``--loss``, ``-
 ``--motion_crop``, ``--flow_warmstart``, ``--flow_distill``, ``--blur_warp``, ``--weight_temperature``, ``--head_lr``,
 ``--synthetic``, ``--color_augment``, ``--scale_augment``.
 CDFI on a small budget starts best from a trained compressed AdaCoF: ``--grow_from CKPT`` copies it in
-(``cdfi/grow.py``) and a ``Context`` term in ``--loss`` trains the GridNet's own synthesis.
+(``cdfi/training/grow.py``) and a ``Context`` term in ``--loss`` trains the GridNet's own synthesis.
 
-This file is the command line only: ``cdfi.train_setup`` turns it into a ``Trainer`` (``cdfi.training``),
-``cdfi.train_eval`` evaluates and keeps the best checkpoint while it trains, ``cdfi.run_log`` writes the
+This file is the command line only: ``cdfi.training.setup`` turns it into a ``Trainer`` (``cdfi.training.trainer``),
+``cdfi.training.monitor`` evaluates and keeps the best checkpoint while it trains, ``cdfi.training.run_log`` writes the
 logs and curves.
 """
 
@@ -39,11 +39,11 @@ import argparse
 import contextlib
 import sys
 
-from cdfi.losses import DEFAULT_LOSSES
-from cdfi.run_log import RunLog
-from cdfi.train_eval import TrainingMonitor
-from cdfi.train_setup import RECIPES, setup_run
-from cdfi.training import INITS, OPTIMIZERS, NonFiniteLossError
+from cdfi.training.losses import DEFAULT_LOSSES
+from cdfi.training.monitor import TrainingMonitor
+from cdfi.training.run_log import RunLog
+from cdfi.training.setup import RECIPES, setup_run
+from cdfi.training.trainer import INITS, OPTIMIZERS, NonFiniteLossError
 from models import list_models
 
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grow_from",
         metavar="CKPT",
         help="start from a trained AdaCoF-family checkpoint of other widths or F/D (e.g. compressed F5/D1 into\n"
-        "CDFI F11/D2): its network is copied in so the AdaCoF output starts as its output (cdfi/grow.py)",
+        "CDFI F11/D2): its network is copied in so the AdaCoF output starts as its output (cdfi/training/grow.py)",
     )
     g = p.add_argument_group("data")
     g.add_argument("--data_dir", default="db/vimeo_triplet", help="Vimeo-90K-layout triplet folder")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.baselines import BASELINES
-from cdfi.evaluation import evaluate_set, write_results_json
-from cdfi.fileio import ensure_writable
+from cdfi.evaluation.baselines import BASELINES
+from cdfi.evaluation.protocol import evaluate_set, write_results_json
+from cdfi.io.atomic import ensure_writable
 from datasets.benchmark_sets import DatasetNotFoundError, load_benchmark_set
 
 

@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.checkpoint import load_model
-from cdfi.imageio import quantize, read_image
-from cdfi.metrics import psnr
-from cdfi.paths import resolve_data_root
-from cdfi.precision import autocast, prepare_model, resolve_precision
+from cdfi.evaluation.metrics import psnr
+from cdfi.io.checkpoint import load_model
+from cdfi.io.images import quantize, read_image
+from cdfi.io.paths import resolve_data_root
+from cdfi.runtime.precision import autocast, prepare_model, resolve_precision
 from datasets.benchmark_sets import middlebury_items
 from models import list_models, make_model
 

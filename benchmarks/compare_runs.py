@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.fileio import atomic_path
+from cdfi.io.atomic import atomic_path
 
 
 class RunFolderError(ValueError):

@@ -25,15 +25,15 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.compression import (
+from cdfi.compression.core import (
     arch_from_widths,
     published_densities,
     solve_widths,
     spec_ties,
     trace_channel_graph,
 )
-from cdfi.imageio import read_image
-from cdfi.losses import charbonnier
+from cdfi.io.images import read_image
+from cdfi.training.losses import charbonnier
 from models import make_model
 
 

@@ -1,6 +1,6 @@
 """What does the test-time self-ensemble buy a checkpoint? PSNR for ensemble sizes 1, 2, 4 and 8 in one pass.
 
-Each item is interpolated once per view of ``cdfi.ensemble.VIEWS`` (eight model calls); the size-N
+Each item is interpolated once per view of ``cdfi.inference.ensemble.VIEWS`` (eight model calls); the size-N
 result is the mean of the first N views, exactly what ``--ensemble N`` computes, so all four sizes cost
 the eight calls together. Printed: mean PSNR per set and size (8-bit quantised prediction, skimage's
 metric, as ``test.py``), and the mirror-only mean (views without time reversal) for comparison. CPU or
@@ -21,13 +21,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.checkpoint import load_model
-from cdfi.ensemble import ENSEMBLE_SIZES, VIEWS
-from cdfi.imageio import quantize, read_image
-from cdfi.interpolator import pick_device
-from cdfi.metrics import psnr
-from cdfi.paths import resolve_data_root
-from cdfi.prealign import add_prealign_argument, with_prealign
+from cdfi.evaluation.metrics import psnr
+from cdfi.inference.ensemble import ENSEMBLE_SIZES, VIEWS
+from cdfi.inference.interpolator import pick_device
+from cdfi.inference.prealign import add_prealign_argument, with_prealign
+from cdfi.io.checkpoint import load_model
+from cdfi.io.images import quantize, read_image
+from cdfi.io.paths import resolve_data_root
 from datasets.benchmark_sets import BenchmarkItem, load_benchmark_set
 
 MIRRORS = tuple(i for i, view in enumerate(VIEWS) if not view.reverse_time)

@@ -21,11 +21,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from inference_helpers import example_frames, lively_model, psnr  # noqa: E402
-
-from cdfi.interpolator import Interpolator  # noqa: E402
+from cdfi.inference.interpolator import Interpolator  # noqa: E402
+from cdfi.probe import example_frames, lively_model, psnr  # noqa: E402
 from models import make_model  # noqa: E402
 
 UHD = (2160, 3840)

@@ -1,7 +1,7 @@
 """Does a checkpoint miss motion by direction or by size? Its kernels' motion against DIS flow on Middlebury.
 
 For each Middlebury "other" sequence the checkpoint's kernels are turned into a motion field per input
-frame (the weighted mean sample position, ``cdfi.diagnostics.kernel_motion``) and compared with half
+frame (the weighted mean sample position, ``cdfi.inference.motion.kernel_motion``) and compared with half
 the OpenCV DIS flow between the inputs, the motion the DIS baseline uses (frame 0 sampled at
 ``-flow/2``, frame 2 at ``+flow/2``). Printed per sequence: PSNR of the output and of each warped frame
 alone, the mean motion length of the model against DIS, their ratio (below 1: the model moves less
@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.baselines import MissingOpenCVError, dis_flow
-from cdfi.checkpoint import load_model
-from cdfi.diagnostics import kernel_motion
-from cdfi.imageio import quantize, read_image
-from cdfi.metrics import psnr
-from cdfi.paths import resolve_data_root
+from cdfi.evaluation.metrics import psnr
+from cdfi.flow import MissingOpenCVError, dis_flow
+from cdfi.inference.motion import kernel_motion
+from cdfi.io.checkpoint import load_model
+from cdfi.io.images import quantize, read_image
+from cdfi.io.paths import resolve_data_root
 from datasets.benchmark_sets import middlebury_items
 from models.adacof import pad_to_multiple
 

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.precision import (
+from cdfi.runtime.precision import (
     autocast,
     compile_model,
     prepare_model,

@@ -1,5 +1,5 @@
 """Parameters and seconds per interpolated frame of every variant, through the inference API that the
-CLIs use (``cdfi.interpolator.Interpolator``: device, precision, automatic tiling), in one table.
+CLIs use (``cdfi.inference.interpolator.Interpolator``: device, precision, automatic tiling), in one table.
 
 Frames are 256x256, 640x480 and 1920x1080 by default, on the CPU and on the GPU when there is one. Each
 configuration is warmed up once, then timed ``--repeats`` times (the median is kept); the warp share
@@ -27,11 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.ensemble import check_ensemble_size
-from cdfi.fileio import atomic_write_text, ensure_writable
-from cdfi.inference_cli import tile_arg
-from cdfi.interpolator import Interpolator, pick_device
-from cdfi.precision import PRECISIONS, resolve_precision
+from cdfi.inference.cli import tile_arg
+from cdfi.inference.ensemble import check_ensemble_size
+from cdfi.inference.interpolator import Interpolator, pick_device
+from cdfi.io.atomic import atomic_write_text, ensure_writable
+from cdfi.runtime.precision import PRECISIONS, resolve_precision
 from models import make_model, variant_name
 
 VARIANTS = {

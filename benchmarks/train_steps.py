@@ -1,10 +1,10 @@
-"""Training throughput: optimizer steps per second of ``cdfi.training.Trainer.train_step``.
+"""Training throughput: optimizer steps per second of ``cdfi.training.trainer.Trainer.train_step``.
 
     python benchmarks/train_steps.py --models compressed_adacof,cdfi_adacof --crops 128,256 \\
         --batches 4,8 --precisions fp32,bf16 --data db/offline
 
 Each configuration builds the published variant, prepares it as ``train.py`` does
-(``cdfi.precision.prepare_model``), and times ``--steps`` full steps (forward, loss
+(``cdfi.runtime.precision.prepare_model``), and times ``--steps`` full steps (forward, loss
 ``1*Charb+0.01*g_Spatial``, backward, Adamax) after ``--warmup`` steps, on crops of real triplets from
 ``--data`` (a triplet folder) or on random frames. Data loading is not timed: ``train.py`` overlaps it
 with ``--workers``.
@@ -23,11 +23,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from cdfi.fileio import atomic_write_text, ensure_writable
-from cdfi.interpolator import pick_device
-from cdfi.losses import CompositeLoss
-from cdfi.precision import prepare_model, resolve_precision
-from cdfi.training import Trainer, build_optimizer
+from cdfi.inference.interpolator import pick_device
+from cdfi.io.atomic import atomic_write_text, ensure_writable
+from cdfi.runtime.precision import prepare_model, resolve_precision
+from cdfi.training.losses import CompositeLoss
+from cdfi.training.trainer import Trainer, build_optimizer
 from datasets.vimeo import VimeoTriplets
 from models import list_models, make_model
 

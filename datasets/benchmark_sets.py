@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdfi.paths import resolve_data_root
+from cdfi.io.paths import resolve_data_root
 
 __all__ = [
     "BENCHMARK_SETS",

@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from cdfi.fileio import OutputExistsError
-from cdfi.imageio import IMAGE_SUFFIXES
+from cdfi.io.atomic import OutputExistsError
+from cdfi.io.images import IMAGE_SUFFIXES
 
 __all__ = ["BuildReport", "TripletBuildError", "build_triplets", "main", "parse_size", "read_frames"]
 

@@ -12,7 +12,7 @@ training on small budgets (issue 11): ``motion_crop`` (probability of choosing, 
 with a known sub-pixel translation, rotation and zoom), ``scale_augment`` (probability of resizing the
 whole triplet by a factor drawn log-uniformly from ``scale_range`` before cropping, which scales the
 motion and the texture with it) and ``with_flow`` (append the OpenCV DIS flow
-from frame0 to frame2, (2, H, W) as (dx, dy), by ``cdfi.baselines.dis_flow``, for the flow warm start).
+from frame0 to frame2, (2, H, W) as (dx, dy), by ``cdfi.flow.dis_flow``, for the flow warm start).
 
 Randomness is drawn from a generator seeded by ``(seed, epoch, index)``, so an item is the same
 whatever the worker or process that loads it; this makes ``--resume`` and DDP runs reproducible.
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cdfi.baselines import dis_flow, require_cv2
-from cdfi.imageio import ImageError, read_image
+from cdfi.flow import dis_flow, require_cv2
+from cdfi.io.images import ImageError, read_image
 
 __all__ = [
     "LIST_FILES",

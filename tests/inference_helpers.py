@@ -1,4 +1,4 @@
-"""Test helpers for inference: a small seeded model whose outputs depend strongly on the input.
+"""Test helpers for inference (the probe model and example frames live in ``cdfi.probe``).
 
 PyTorch's default initialisation gives near-zero offsets and near-uniform kernels, so any two ways of
 running such a model agree trivially. Kaiming-normal weights with zero biases keep the signal alive
@@ -19,27 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cdfi.checkpoint import save_checkpoint
-from models import make_model
+from cdfi.io.checkpoint import save_checkpoint
+from cdfi.probe import example_frames, lively_model, psnr  # noqa: F401 (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def lively_model(seed: int = 0, offset_scale: float = 2.0) -> nn.Module:
-    """compressed AdaCoF F5/D1 with seeded Kaiming weights; offsets scaled by ``offset_scale``."""
-    torch.manual_seed(seed)
-    model = make_model("compressed_adacof", 5, 1)
-    for mod in model.modules():
-        if isinstance(mod, nn.Conv2d):
-            nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-            nn.init.zeros_(mod.bias)
-    for head in ("Alpha1", "Beta1", "Alpha2", "Beta2"):
-        getattr(model.get_kernel, f"module{head}")[7].weight.data *= offset_scale
-    return model.eval()
 
 
 def save_lively(path: Path, seed: int = 0) -> Path:
@@ -55,24 +41,8 @@ def reference_middle(model: nn.Module, frame0: torch.Tensor, frame1: torch.Tenso
         return ref(frame0[None].float(), frame1[None].float())[0].clamp(0, 1)
 
 
-def example_frames(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bundled example pair resized (area) to height x width."""
-    frames = []
-    for name in ("0.png", "1.png"):
-        array = np.asarray(Image.open(REPO / "examples" / name).convert("RGB"), dtype=np.float32) / 255.0
-        t = torch.from_numpy(array).permute(2, 0, 1)[None]
-        frames.append(F.interpolate(t, size=(height, width), mode="area")[0])
-    return frames[0], frames[1]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two tensors in [0, 1]."""
-    mse = float(((a.double() - b.double()) ** 2).mean())
-    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
-
-
 def save_rgb(path: Path, frame: torch.Tensor) -> Path:
-    """Write a (3, H, W) tensor as an 8-bit RGB image with PIL (independent of cdfi.imageio)."""
+    """Write a (3, H, W) tensor as an 8-bit RGB image with PIL (independent of cdfi.io.images)."""
     array = (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     Image.fromarray(array).save(path)
     return path

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdfi.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
-from cdfi.paths import MissingCheckpointError, resolve_checkpoint
+from cdfi.io.checkpoint import CheckpointError, load_checkpoint, load_model, load_weights, save_checkpoint
+from cdfi.io.paths import MissingCheckpointError, resolve_checkpoint
 from models import make_model
 
 

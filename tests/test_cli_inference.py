@@ -27,14 +27,14 @@ from inference_helpers import (
 )
 from PIL import Image
 
-import cdfi.inference_cli
-import cdfi.paths
+import cdfi.inference.cli
+import cdfi.io.paths
 import interpolate_twoframe
 import interpolate_video
 import test as test_cdfi
 import test_compressed_adacof
-from cdfi.interpolator import Interpolator
-from cdfi.video import MANIFEST
+from cdfi.inference.interpolator import Interpolator
+from cdfi.io.video import MANIFEST
 
 H, W = 40, 56
 
@@ -60,7 +60,7 @@ def frame_folder(folder: Path, frames: list[torch.Tensor], names: list[str] | No
 
 
 def make_video(path: Path, frames: list[torch.Tensor], fps: Fraction) -> Path:
-    """Encode frames with PyAV directly (independent of cdfi.video)."""
+    """Encode frames with PyAV directly (independent of cdfi.io.video)."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames[0].shape[-1], frames[0].shape[-2], "yuv420p"
@@ -133,14 +133,14 @@ def test_twoframe_without_arguments_uses_bundled_pair(
     """``make demo``: no arguments, the published default checkpoint missing, the shipped one used."""
     ckpt_dir = tmp_path / "checkpoints"
     ckpt_dir.mkdir()
-    monkeypatch.setattr(cdfi.paths, "CHECKPOINT_DIR", ckpt_dir)
-    monkeypatch.setattr(cdfi.inference_cli, "DEFAULT_CHECKPOINT", ckpt_dir / "CDFI_adacof.pth")
+    monkeypatch.setattr(cdfi.io.paths, "CHECKPOINT_DIR", ckpt_dir)
+    monkeypatch.setattr(cdfi.inference.cli, "DEFAULT_CHECKPOINT", ckpt_dir / "CDFI_adacof.pth")
     monkeypatch.chdir(tmp_path)
     assert interpolate_twoframe.main([]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CDFI_adacof.pth: checkpoint not found" in err
     assert not (tmp_path / "output.png").exists()
-    save_lively(ckpt_dir / cdfi.paths.SHIPPED_CHECKPOINTS["CDFI_adacof.pth"])
+    save_lively(ckpt_dir / cdfi.io.paths.SHIPPED_CHECKPOINTS["CDFI_adacof.pth"])
     assert interpolate_twoframe.main([]) == 0
     captured = capsys.readouterr()
     assert "using this project's own checkpoint" in captured.err
@@ -318,7 +318,7 @@ def test_cpu_default_precision_is_bf16_where_native(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Without --precision the CLIs take the device default: bf16 on CPUs with native bf16, else fp32."""
-    from cdfi import precision
+    import cdfi.runtime.precision as precision
 
     a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
     for native, expected in ((True, "bf16"), (False, "fp32")):
@@ -626,12 +626,12 @@ def test_evaluation_ctrl_c_exits_130_without_results(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import cdfi.eval_cli
+    import cdfi.evaluation.cli
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cdfi.eval_cli, "resolve_data_root", interrupted)
+    monkeypatch.setattr(cdfi.evaluation.cli, "resolve_data_root", interrupted)
     out_dir = tmp_path / "out"
     rc = script.main(["--checkpoint", str(ckpt), "--out_dir", str(out_dir), "--no_progress"])  # type: ignore[attr-defined]
     err = capsys.readouterr().err

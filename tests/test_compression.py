@@ -19,8 +19,7 @@ from torch import nn
 
 import compress
 import sparsity_report
-from cdfi.checkpoint import save_checkpoint
-from cdfi.compression import (
+from cdfi.compression.core import (
     CompressionError,
     apply_widths,
     arch_from_widths,
@@ -33,6 +32,7 @@ from cdfi.compression import (
     trace_channel_graph,
     validate_widths,
 )
+from cdfi.io.checkpoint import save_checkpoint
 from models import load_arch, make_model
 from models.arch import ARCH_DIR
 
@@ -311,7 +311,7 @@ def _vimeo_folder(root, count: int = 3) -> None:
 
 def test_prune_cli_sparsifies_reports_density_and_resumes(tmp_path, capsys) -> None:
     import prune
-    from cdfi.checkpoint import load_checkpoint, load_model
+    from cdfi.io.checkpoint import load_checkpoint, load_model
 
     _vimeo_folder(tmp_path / "vimeo")
     start = tmp_path / "trained.pth"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdfi.diagnostics import kernel_mean_motion, kernel_motion
+from cdfi.inference.motion import kernel_mean_motion, kernel_motion
 from cupy_module import adacof_warp
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from inference_helpers import example_frames, lively_model, load_rgb, reference_
 from torch import nn
 
 import interpolate_twoframe
-from cdfi.ensemble import ENSEMBLE_SIZES, VIEWS, SelfEnsemble, with_ensemble
-from cdfi.interpolator import InterpolationError, Interpolator
+from cdfi.inference.ensemble import ENSEMBLE_SIZES, VIEWS, SelfEnsemble, with_ensemble
+from cdfi.inference.interpolator import InterpolationError, Interpolator
 
 
 class Weighted(nn.Module):

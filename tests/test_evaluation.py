@@ -18,8 +18,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import test as test_cdfi
 import test_compressed_adacof
-from cdfi.checkpoint import save_checkpoint
-from cdfi.evaluation import evaluate_items
+from cdfi.evaluation.protocol import evaluate_items
+from cdfi.io.checkpoint import save_checkpoint
 from datasets.benchmark_sets import middlebury_items
 from models import make_model
 
@@ -295,11 +295,11 @@ def test_missing_inputs_give_one_error_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "middlebury_others" in err[0] and "not found" in err[0]
 
-    import cdfi.eval_cli
-    import cdfi.paths
+    import cdfi.evaluation.cli
+    import cdfi.io.paths
 
-    monkeypatch.setattr(cdfi.paths, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
-    monkeypatch.setattr(cdfi.eval_cli, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+    monkeypatch.setattr(cdfi.io.paths, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
+    monkeypatch.setattr(cdfi.evaluation.cli, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
     rc = test_cdfi.main(["--data_root", str(small_root), "--out_dir", str(tmp_path / "o2")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "CDFI_adacof.pth" in err[0] and "checkpoint not found" in err[0]

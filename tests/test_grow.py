@@ -1,4 +1,4 @@
-"""cdfi.grow: a trained AdaCoF-family network copied into a wider one or into CDFI keeps its output."""
+"""cdfi.training.grow: a trained AdaCoF-family network copied into a wider one or into CDFI keeps its output."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from cdfi.grow import GrowError, grow
-from cdfi.training import init_he
+from cdfi.training.grow import GrowError, grow
+from cdfi.training.trainer import init_he
 from models import make_model, published_arch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cdfi.fileio import atomic_path
-from cdfi.imageio import ImageError, read_image, write_image
+from cdfi.io.atomic import atomic_path
+from cdfi.io.images import ImageError, read_image, write_image
 
 
 def test_round_trip_is_exact_on_8bit(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_folder_is_not_an_image(tmp_path: Path) -> None:
 def test_ensure_writable_checks_the_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from inference_helpers import deny_writes
 
-    from cdfi.fileio import OutputWriteError, ensure_writable
+    from cdfi.io.atomic import OutputWriteError, ensure_writable
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -142,7 +142,7 @@ def test_ensure_writable_checks_the_location(tmp_path: Path, monkeypatch: pytest
 
 def test_atomic_write_errors_name_the_target(tmp_path: Path) -> None:
     """An OSError about the temporary file is restated for the final path (and the temp file removed)."""
-    from cdfi.fileio import OutputWriteError
+    from cdfi.io.atomic import OutputWriteError
 
     target = tmp_path / "out.png"
     with pytest.raises(OutputWriteError) as info, atomic_path(target) as tmp:

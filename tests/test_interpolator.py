@@ -10,9 +10,8 @@ import pytest
 import torch
 from inference_helpers import example_frames, lively_model, psnr, reference_middle, save_lively
 
-from cdfi import interpolator
-from cdfi.checkpoint import CheckpointError
-from cdfi.interpolator import (
+import cdfi.inference.interpolator as interpolator
+from cdfi.inference.interpolator import (
     InterpolationError,
     Interpolator,
     bytes_per_pixel,
@@ -20,7 +19,8 @@ from cdfi.interpolator import (
     ramp,
     tile_starts,
 )
-from cdfi.precision import PrecisionError, cpu_has_native_bf16
+from cdfi.io.checkpoint import CheckpointError
+from cdfi.runtime.precision import PrecisionError, cpu_has_native_bf16
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cdfi.losses import (
+from cdfi.training.losses import (
     VGG16_FILE,
     CompositeLoss,
     LossSpecError,

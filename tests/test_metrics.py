@@ -1,4 +1,4 @@
-"""PSNR/SSIM of ``cdfi.metrics`` against skimage and against closed-form / hand-computed values."""
+"""PSNR/SSIM of ``cdfi.evaluation.metrics`` against skimage and against closed-form / hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import uniform_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from cdfi.metrics import MetricInputError, psnr, ssim
+from cdfi.evaluation.metrics import MetricInputError, psnr, ssim
 
 
 def _pair(seed: int, shape: tuple[int, int] = (24, 31)) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,9 @@ from inference_helpers import example_frames, lively_model, load_rgb, save_livel
 from torch import nn
 
 import interpolate_twoframe
-from cdfi.baselines import backward_warp as cv2_backward_warp
-from cdfi.interpolator import Interpolator
-from cdfi.prealign import MIN_COARSE, Prealigned, auto_levels, backward_warp, with_prealign
+from cdfi.flow import backward_warp as cv2_backward_warp
+from cdfi.inference.interpolator import Interpolator
+from cdfi.inference.prealign import MIN_COARSE, Prealigned, auto_levels, backward_warp, with_prealign
 from models import make_model
 
 cv2 = pytest.importorskip("cv2")

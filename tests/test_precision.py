@@ -1,4 +1,4 @@
-"""Precision policy (cdfi/precision.py), every family under bf16 autocast + channels_last against fp32,
+"""Precision policy (cdfi/runtime/precision.py), every family under bf16 autocast + channels_last against fp32,
 and the warp's dtype contract under autocast.
 
 Tolerances, bf16 against fp32 on seeded random-weight models and 32x48 frames (bf16 keeps 8 bits of
@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cdfi.precision as precision
-from cdfi.precision import (
+import cdfi.runtime.precision as precision
+from cdfi.runtime.precision import (
     PrecisionError,
     autocast,
     default_inference_precision,

@@ -1,4 +1,4 @@
-"""train.py and cdfi.training on tiny synthetic Vimeo-layout sets: every family trains, resume is exact,
+"""train.py and cdfi.training.trainer on tiny synthetic Vimeo-layout sets: every family trains, resume is exact,
 DDP equals one process, NaN keeps the last good checkpoint, the issue-11 options do what they claim."""
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import train
-from cdfi.checkpoint import load_checkpoint, load_model, save_checkpoint
-from cdfi.imageio import read_image
-from cdfi.losses import CompositeLoss, charbonnier, gaussian_blur
-from cdfi.run_log import RunLog
-from cdfi.train_setup import apply_recipe
-from cdfi.training import (
+from cdfi.io.checkpoint import load_checkpoint, load_model, save_checkpoint
+from cdfi.io.images import read_image
+from cdfi.training.losses import CompositeLoss, charbonnier, gaussian_blur
+from cdfi.training.run_log import RunLog
+from cdfi.training.setup import apply_recipe
+from cdfi.training.trainer import (
     BlurredWarp,
     FlowWarmStart,
     MotionDistillation,
@@ -308,7 +308,7 @@ def test_floor_sampling_from_a_published_checkpoint_warns(tmp_path) -> None:
 
 
 def test_grow_from_starts_cdfi_from_a_trained_compressed_model(tmp_path, capsys) -> None:
-    """--grow_from copies a compressed AdaCoF F5/D1 into a fresh CDFI F11/D2 (cdfi.grow): before the
+    """--grow_from copies a compressed AdaCoF F5/D1 into a fresh CDFI F11/D2 (cdfi.training.grow): before the
     first step CDFI's AdaCoF output is the source's, and the Context term trains the GridNet."""
     make_set(tmp_path / "data")
     source = make_model("compressed_adacof", sampling="floor")

@@ -16,9 +16,9 @@ import torch
 from inference_helpers import deny_writes, png_bomb, save_lively, save_rgb
 
 import interpolate_video
-from cdfi.imageio import read_image
-from cdfi.interpolator import Interpolator
-from cdfi.video import MANIFEST, VideoWriter
+from cdfi.inference.interpolator import Interpolator
+from cdfi.io.images import read_image
+from cdfi.io.video import MANIFEST, VideoWriter
 
 H, W = 48, 64
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from torch import nn
 
-from cdfi.baselines import DISFlow, Overlay
-from cdfi.checkpoint import save_checkpoint
-from cdfi.evaluation import evaluate_items
-from cdfi.run_log import RunLog
-from cdfi.training import Trainer, format_parts, unwrap
+from cdfi.evaluation.baselines import DISFlow, Overlay
+from cdfi.evaluation.protocol import evaluate_items
+from cdfi.io.checkpoint import save_checkpoint
+from cdfi.training.run_log import RunLog
+from cdfi.training.trainer import Trainer, format_parts, unwrap
 from datasets.benchmark_sets import BenchmarkItem
 
 __all__ = ["TrainingMonitor"]

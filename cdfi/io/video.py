@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cdfi.fileio import OutputWriteError, atomic_path, atomic_write_text, check_writable_location, ensure_writable
-from cdfi.imageio import IMAGE_SUFFIXES, read_image, to_uint8, too_large
+from cdfi.io.atomic import OutputWriteError, atomic_path, atomic_write_text, check_writable_location, ensure_writable
+from cdfi.io.images import IMAGE_SUFFIXES, read_image, to_uint8, too_large
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".m4v")
 """Output suffixes written as an H.264 video; any other name is a folder of frames, except the ones below."""

@@ -22,13 +22,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cdfi.checkpoint import checkpoint_variant, load_checkpoint, load_model, load_weights
-from cdfi.fileio import atomic_write_text
-from cdfi.grow import grow
-from cdfi.losses import DEFAULT_LOSSES, CompositeLoss
-from cdfi.paths import resolve_data_root
-from cdfi.precision import prepare_model, resolve_precision
-from cdfi.training import (
+from cdfi.io.atomic import atomic_write_text
+from cdfi.io.checkpoint import checkpoint_variant, load_checkpoint, load_model, load_weights
+from cdfi.io.paths import resolve_data_root
+from cdfi.runtime.precision import prepare_model, resolve_precision
+from cdfi.training.grow import grow
+from cdfi.training.losses import DEFAULT_LOSSES, CompositeLoss
+from cdfi.training.trainer import (
     BlurredWarp,
     FlowWarmStart,
     MotionDistillation,
@@ -428,7 +428,7 @@ def _init_weights(model: nn.Module, args: argparse.Namespace, fresh: bool) -> No
 
 
 def _grow(model: nn.Module, args: argparse.Namespace) -> None:
-    """--grow_from: copy a trained AdaCoF-family checkpoint into the fresh model (``cdfi.grow``)."""
+    """--grow_from: copy a trained AdaCoF-family checkpoint into the fresh model (``cdfi.training.grow``)."""
     source = load_model(args.grow_from)
     if source.sampling != args.sampling:
         warnings.warn(

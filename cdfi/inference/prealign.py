@@ -8,7 +8,7 @@ halves the motion, so, at each level from the coarsest up:
 1. The motion found one level down (at half this resolution; none at the coarsest level), upsampled
    and doubled, is each frame's motion towards the middle time: both inputs are warped by it
    (bilinear, border replicated), leaving a small residual motion, and the model interpolates this
-   aligned pair. Its kernels' weighted mean sample positions (``cdfi.diagnostics.kernel_motion``) are
+   aligned pair. Its kernels' weighted mean sample positions (``cdfi.inference.motion.kernel_motion``) are
    the residual, added to the coarse motion (a first-order composition).
 2. Where the coarse motion is wrong (thin structures, motion boundaries) the aligned pass is worse
    than the plain one, so the plain pass is computed too and the two are blended per pixel, frames and
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cdfi.diagnostics import kernel_mean_motion
+from cdfi.inference.motion import kernel_mean_motion
 from models.adacof import check_frames, pad_to_multiple
 
 Parts = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]

@@ -17,15 +17,15 @@ API::
   its sampler is a ``ResumableSampler`` a resumed run skips the batches already seen in the current
   epoch without loading them; ``set_epoch`` is called on the sampler and on the data set (if they have
   it) at every epoch start, so data order and augmentation are a function of (seed, epoch).
-- ``loss_fn(output, target) -> (total, parts)``: e.g. ``cdfi.losses.CompositeLoss``.
+- ``loss_fn(output, target) -> (total, parts)``: e.g. ``cdfi.training.losses.CompositeLoss``.
 - ``extra_loss(trainer, batch, output) -> Tensor | None``: added to the loss (e.g. ``FlowWarmStart``).
 - ``on_step(trainer, parts)`` after every optimizer step; ``on_epoch_end(trainer)`` after every epoch
   (``trainer.epoch`` already counts it); ``on_checkpoint(trainer)`` after ``last.pth`` is written.
   Callbacks run on every process; check ``trainer.is_main`` before writing files.
 - ``trainer.extra_state``: a dict of JSON-like values saved into ``last.pth`` and restored by
-  ``resume`` (``cdfi.train_eval`` keeps the run's minutes and best PSNR there).
+  ``resume`` (``cdfi.training.monitor`` keeps the run's minutes and best PSNR there).
 
-``last.pth`` is written with ``cdfi.checkpoint.save_checkpoint`` (the published ``{'epoch',
+``last.pth`` is written with ``cdfi.io.checkpoint.save_checkpoint`` (the published ``{'epoch',
 'state_dict'}`` plus metadata) and additionally holds ``optimizer``, ``scheduler``, ``scaler``,
 ``step``, ``epoch_step``, ``extra_state`` and ``rng`` (every RNG state as tensors), so that
 ``torch.load(weights_only=True)`` reads it and ``load_model`` can use it as a model checkpoint. It is
@@ -56,10 +56,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from cdfi.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from cdfi.diagnostics import kernel_motion
-from cdfi.losses import charbonnier, gaussian_blur
-from cdfi.precision import autocast, make_grad_scaler
+from cdfi.inference.motion import kernel_motion
+from cdfi.io.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from cdfi.runtime.precision import autocast, make_grad_scaler
+from cdfi.training.losses import charbonnier, gaussian_blur
 from models.adacof import pad_to_multiple
 
 __all__ = [
@@ -374,7 +374,7 @@ class FlowWarmStart:
 
 class MotionDistillation(FlowWarmStart):
     """Extra loss for the whole run: the end-point error between each kernel set's motion (its weighted
-    mean sample position, ``cdfi.diagnostics.kernel_motion``) and -f/2 (frame0) or +f/2 (frame2) of the
+    mean sample position, ``cdfi.inference.motion.kernel_motion``) and -f/2 (frame0) or +f/2 (frame2) of the
     OpenCV DIS flow f. Unlike the warm start it constrains only where a kernel samples on average, not
     every tap, so it suits trained kernels that pick one off-centre tap; it targets their habit of moving
     about half as far as the scene (``benchmarks/motion_check.py``)."""

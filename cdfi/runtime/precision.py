@@ -263,7 +263,7 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str = "auto
         choices=("auto", *PRECISIONS),
         help=(
             "numeric precision: fp32 everywhere, bf16 on CPUs with native bf16 and on recent GPUs, fp16 on "
-            f"GPUs only; auto = the device's default, see cdfi/precision.py (default: {default})"
+            f"GPUs only; auto = the device's default, see cdfi/runtime/precision.py (default: {default})"
         ),
     )
 

@@ -7,11 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from cdfi.ensemble import add_ensemble_argument
-from cdfi.interpolator import DEFAULT_OVERLAP, Interpolator, pick_device
-from cdfi.paths import CHECKPOINT_DIR, resolve_checkpoint
-from cdfi.prealign import add_prealign_argument
-from cdfi.precision import add_precision_argument, resolve_precision
+from cdfi.inference.ensemble import add_ensemble_argument
+from cdfi.inference.interpolator import DEFAULT_OVERLAP, Interpolator, pick_device
+from cdfi.inference.prealign import add_prealign_argument
+from cdfi.io.paths import CHECKPOINT_DIR, resolve_checkpoint
+from cdfi.runtime.precision import add_precision_argument, resolve_precision
 from models import list_models
 
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "CDFI_adacof.pth"

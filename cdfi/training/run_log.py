@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cdfi.fileio import atomic_path
+from cdfi.io.atomic import atomic_path
 
 __all__ = ["EVAL_FIELDS", "VAL_FIELDS", "CsvLog", "RunLog", "loss_fields", "plot_curves"]
 

@@ -1,7 +1,7 @@
 """The evaluation loop shared by ``test.py``, ``test_compressed_adacof.py`` and training's validation.
 
 For every item: read the two inputs and the ground truth, interpolate, write the prediction as an
-8-bit PNG and read it back, then score the read-back frame (PSNR/SSIM via ``cdfi.metrics``, LPIPS
+8-bit PNG and read it back, then score the read-back frame (PSNR/SSIM via ``cdfi.evaluation.metrics``, LPIPS
 when a model is given), exactly as the published protocol does. Items that cannot be read are
 reported in one line each and skipped; averages say how many items they cover.
 """
@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cdfi.fileio import atomic_write_text
-from cdfi.imageio import quantize, read_image, write_image
-from cdfi.metrics import psnr, ssim
+from cdfi.evaluation.metrics import psnr, ssim
+from cdfi.io.atomic import atomic_write_text
+from cdfi.io.images import quantize, read_image, write_image
 from datasets.benchmark_sets import BenchmarkItem, BenchmarkSet
 
 __all__ = ["ItemResult", "SetResult", "error_heatmap", "evaluate_items", "evaluate_set", "write_results_json"]

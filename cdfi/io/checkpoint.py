@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdfi.fileio import atomic_path
+from cdfi.io.atomic import atomic_path
 from models import DEFAULT_SIZES, PUBLISHED_VARIANTS, WarpingModel, list_models, make_model, variant_name
 from models.arch import published_arch
 

@@ -1,7 +1,7 @@
 """Inference API shared by every user-facing script: load a model once, then interpolate.
 
 ``Interpolator`` wraps a CDFI/AdaCoF model with what users need around it: the device (CUDA when
-available), the numeric precision (through ``cdfi.precision``), batching of independent pairs,
+available), the numeric precision (through ``cdfi.runtime.precision``), batching of independent pairs,
 slow motion by a factor 2^k (recursive midpoints), and tiled processing for frames too large for
 memory.
 
@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cdfi.checkpoint import load_model
-from cdfi.ensemble import ENSEMBLE_SIZES, with_ensemble
-from cdfi.prealign import with_prealign
-from cdfi.precision import autocast, prepare_model, resolve_precision, to_memory_format, use_channels_last
+from cdfi.inference.ensemble import ENSEMBLE_SIZES, with_ensemble
+from cdfi.inference.prealign import with_prealign
+from cdfi.io.checkpoint import load_model
+from cdfi.runtime.precision import autocast, prepare_model, resolve_precision, to_memory_format, use_channels_last
 from models import variant_name
 
 ALIGN = 32
@@ -204,9 +204,9 @@ class Interpolator:
     ) -> None:
         """``tile``: ``"auto"`` tiles only when a frame would exceed ``memory_budget`` bytes of
         activations; an int forces tiles of that size (rounded down to a multiple of 32); ``None`` or
-        0 never tiles. ``precision``: fp32, bf16, fp16 or auto (see ``cdfi.precision``).
-        ``ensemble``: 1, 2, 4 or 8 flipped/time-reversed passes averaged per call (``cdfi.ensemble``);
-        ``prealign``: coarse-to-fine pre-alignment for large motion (``cdfi.prealign``)."""
+        0 never tiles. ``precision``: fp32, bf16, fp16 or auto (see ``cdfi.runtime.precision``).
+        ``ensemble``: 1, 2, 4 or 8 flipped/time-reversed passes averaged per call (``cdfi.inference.ensemble``);
+        ``prealign``: coarse-to-fine pre-alignment for large motion (``cdfi.inference.prealign``)."""
         self.device = pick_device(device)
         self.precision = resolve_precision(precision, self.device)
         if isinstance(tile, str) and tile != "auto":

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from cdfi.checkpoint import load_model
-from cdfi.ensemble import add_ensemble_argument, with_ensemble
-from cdfi.evaluation import SetResult, evaluate_set, write_results_json
-from cdfi.fileio import ensure_writable
-from cdfi.paths import CHECKPOINT_DIR, REPO_ROOT, resolve_checkpoint, resolve_data_root
-from cdfi.prealign import add_prealign_argument, with_prealign
-from cdfi.precision import add_precision_argument, autocast, prepare_model, resolve_precision
+from cdfi.evaluation.protocol import SetResult, evaluate_set, write_results_json
+from cdfi.inference.ensemble import add_ensemble_argument, with_ensemble
+from cdfi.inference.prealign import add_prealign_argument, with_prealign
+from cdfi.io.atomic import ensure_writable
+from cdfi.io.checkpoint import load_model
+from cdfi.io.paths import CHECKPOINT_DIR, REPO_ROOT, resolve_checkpoint, resolve_data_root
+from cdfi.runtime.precision import add_precision_argument, autocast, prepare_model, resolve_precision
 from datasets.benchmark_sets import BENCHMARK_SETS, load_benchmark_set
 from lpips_pytorch import BACKBONES, CONVENTIONS, build_lpips
 from models import DEFAULT_SIZES, variant_name

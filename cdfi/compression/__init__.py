@@ -1,0 +1,1 @@
+"""Model compression: layer densities, channel-group tracing, the width solver and architecture specs."""

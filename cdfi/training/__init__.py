@@ -1,0 +1,1 @@
+"""Training: configuration, the ``Trainer``, losses, model growing, monitoring and the run log."""
