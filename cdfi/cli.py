@@ -6,7 +6,8 @@ exit status, the same in every script:
 
 * 2: bad arguments or bad input (a ``ValueError``: a wrong flag value, an unreadable image, a
   checkpoint of another variant, a missing data set), detected before or during the work;
-* 1: a failure while working (an ``OSError``: a disk that fills up, an output that cannot be written);
+  and a ``FileNotFoundError`` (an input that is not there);
+* 1: a failure while working (any other ``OSError``: a disk that fills up, an output that cannot be written);
 * 130: interrupted with Ctrl-C (``on_interrupt`` says what was, or was not, written).
 """
 
@@ -49,7 +50,7 @@ def run_cli(
     except KeyboardInterrupt:
         print(f"\n{on_interrupt or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
