@@ -13,7 +13,7 @@ ifneq ($(wildcard $(SHARED)),)
 export CDFI_SHARED ?= $(SHARED)
 endif
 
-.PHONY: install demo test lint footage clean-venv
+.PHONY: install demo test lint footage weights clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: install
 FOOTAGE_DIR ?= data/footage
 footage: install
 	$(PY) datasets/fetch_footage.py --out $(FOOTAGE_DIR)
+
+# Published weights into checkpoints/, each checked by its git blob id (see checkpoints/README.md).
+weights: install
+	$(PY) checkpoints/download.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,32 +16,24 @@ Usage: python test_data/download.py [--dest DIR] [--sets middlebury,ucf101] [--a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from cdfi.io.download import DownloadError, download  # noqa: E402
+from cdfi.io.download import sha256_file as sha256  # noqa: E402
 from datasets.benchmark_sets import MIDDLEBURY_SEQUENCES, UCF101_FOLDERS  # noqa: E402
 
 MANIFEST = HERE / "checksums.sha256"
-TIMEOUT_S = 60
-
-
-class DownloadError(RuntimeError):
-    """A download, archive or checksum problem; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -104,14 +96,6 @@ def read_manifest(path: Path) -> dict[str, str]:
     return manifest
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(data_root: Path, path: Path) -> int:
     """Write the manifest of an arranged copy (for maintainers); returns the number of files."""
     lines = []
@@ -128,32 +112,16 @@ def write_manifest(data_root: Path, path: Path) -> int:
 
 
 def fetch(url: str, target: Path, progress: bool) -> Path:
-    """Download ``url`` to ``target`` (via a ``.part`` file); DownloadError with the reason on failure."""
+    """Download ``url`` to ``target`` via a ``.part`` file that a later run resumes; DownloadError on failure."""
     part = target.with_name(target.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, part.open("wb") as out:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(
-                total=size,
-                unit="B",
-                unit_scale=True,
-                desc=target.name,
-                file=sys.stderr,
-                disable=not progress,
-                leave=False,
-            ) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, OSError) as exc:
-        part.unlink(missing_ok=True)
-        if isinstance(exc, urllib.error.HTTPError):
-            reason = f"HTTP {exc.code} {exc.reason}"
-        else:
-            reason = getattr(exc, "reason", None) or exc
+        download(url, part, progress=progress, desc=target.name)
+    except DownloadError as exc:
         raise DownloadError(
-            f"cannot download {url}: {reason} (without internet: fetch {target.name} by hand, "
-            "see test_data/README.md, and pass --archive_dir DIR)"
+            f"{exc} (without internet: fetch {target.name} by hand, see test_data/README.md, "
+            "and pass --archive_dir DIR)",
+            unreachable=exc.unreachable,
+            reason=exc.reason,
         ) from None
     os.replace(part, target)
     return target

@@ -127,9 +127,13 @@ def download(
                         leave=False,
                     ) as bar,
                 ):
+                    received = 0
                     for block in iter(lambda: response.read(BLOCK), b""):
                         out.write(block)
                         bar.update(len(block))
+                        received += len(block)
+                if length and received < length:  # read(n) returns b"" at a closed socket, without an error
+                    raise http.client.IncompleteRead(b"", length - received)
             return part
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:
