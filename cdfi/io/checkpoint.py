@@ -118,11 +118,13 @@ def _meta_int(ckpt: Checkpoint, key: str) -> int | None:
     return int(value)
 
 
-def checkpoint_variant(ckpt: Checkpoint) -> tuple[str, int, int]:
+def checkpoint_variant(ckpt: Checkpoint, assume_dilation: int | None = None) -> tuple[str, int, int]:
     """(model, kernel size, dilation) of a checkpoint, from metadata or, for published files, weights.
 
     Metadata without ``kernel_size`` (or ``dilation``) is completed from the weights as for published
-    files; ``load_weights`` then verifies every shape.
+    files; ``load_weights`` then verifies every shape. The weights do not show the dilation: a file
+    without metadata gets ``assume_dilation`` when given (AdaCoF-pytorch's F11 file is D1, its
+    config.txt says so), else the published one of its kernel size.
     """
     family, inferred_k = describe_state_dict(ckpt.state_dict)
     if not ckpt.is_published_format:
@@ -141,21 +143,26 @@ def checkpoint_variant(ckpt: Checkpoint) -> tuple[str, int, int]:
     k = inferred_k
     if family == "unknown" or k is None:
         raise CheckpointError(f"{ckpt.path}: the weights match no CDFI/AdaCoF variant")
-    d = PUBLISHED_DILATION.get(k)
+    d = assume_dilation or PUBLISHED_DILATION.get(k)
     if d is None:
         raise CheckpointError(f"{ckpt.path}: kernel size {k} has no published dilation; pass --dilation")
     return family, k, d
 
 
 def requested_variant(
-    ckpt: Checkpoint, name: str | None = None, kernel_size: int | None = None, dilation: int | None = None
+    ckpt: Checkpoint,
+    name: str | None = None,
+    kernel_size: int | None = None,
+    dilation: int | None = None,
+    assume_dilation: int | None = None,
 ) -> tuple[str, int, int]:
     """The checkpoint's variant, after checking that any of ``name``/``kernel_size``/``dilation`` given agree.
 
     A family given without sizes means that family's default sizes unless it is the checkpoint's own.
-    Raises CheckpointError naming both variants when they disagree.
+    Raises CheckpointError naming both variants when they disagree. ``assume_dilation``: see
+    ``checkpoint_variant``.
     """
-    have = checkpoint_variant(ckpt)
+    have = checkpoint_variant(ckpt, assume_dilation)
     family = name or have[0]
     sizes = have[1:] if family == have[0] else DEFAULT_SIZES[family]
     want = (family, kernel_size or sizes[0], dilation or sizes[1])
@@ -219,14 +226,18 @@ def load_model(
     dilation: int | None = None,
     sampling: str | None = None,
     map_location: str | torch.device = "cpu",
+    assume_dilation: int | None = None,
 ) -> WarpingModel:
     """Build the checkpoint's variant and load its weights (eval mode).
 
     Any of ``name``/``kernel_size``/``dilation`` that is given must agree with the checkpoint.
     ``sampling`` defaults to the rule the checkpoint was trained with (published files: ``trunc``).
+    ``assume_dilation`` is the dilation of a file without metadata, e.g. from AdaCoF-pytorch's
+    config.txt (``cdfi.io.adacof_config.model_options_from_config``); without it such a file gets
+    the published dilation of its kernel size.
     """
     ckpt = load_checkpoint(path, map_location)
-    have = requested_variant(ckpt, name, kernel_size, dilation)
+    have = requested_variant(ckpt, name, kernel_size, dilation, assume_dilation)
     trained_with = str(ckpt.meta.get("sampling", "trunc"))
     if sampling is None:
         sampling = trained_with
