@@ -2,7 +2,7 @@
 
 AdaCoF-family kernels sample a few pixels around each output pixel plus learned offsets; models trained
 on little data follow motions of a few pixels but only a third of a 20-pixel one
-(``docs/small_budget_training.md``), which is where they lose most to optical flow. Halving the frames
+(``docs/training.md``), which is where they lose most to optical flow. Halving the frames
 halves the motion, so, at each level from the coarsest up:
 
 1. The motion found one level down (at half this resolution; none at the coarsest level), upsampled
