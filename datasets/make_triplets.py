@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from cdfi.cli import run_cli
 from cdfi.io.atomic import OutputExistsError
 from cdfi.io.images import IMAGE_SUFFIXES
 
@@ -422,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace an existing triplet folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    return run_cli(_run, args, prog="make_triplets")
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Build the triplet folder from parsed arguments and print its summary line."""
     try:
         report = build_triplets(
             args.sources,
@@ -438,14 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             force=args.force,
             progress=not args.quiet,
         )
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"make_triplets: error: {exc}", file=sys.stderr)
-        return 2
+    except ImportError as exc:
+        raise TripletBuildError(f"missing package: {exc}") from None
     print(
         f"{report.out_dir}: {report.train} training and {report.test} test triplets from {len(report.clips)} "
         f"source(s); dropped {report.scene_cuts} across scene cuts, {report.static} static"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from cdfi.cli import run_cli  # noqa: E402
 from cdfi.io.download import DownloadError, download  # noqa: E402
 from cdfi.io.download import sha256_file as sha256  # noqa: E402
 from datasets.benchmark_sets import MIDDLEBURY_SEQUENCES, UCF101_FOLDERS  # noqa: E402
@@ -238,39 +239,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.write_manifest:
-            count = write_manifest(Path(args.write_manifest), Path(args.manifest))
-            print(f"wrote {count} checksums to {args.manifest}")
-            return 0
-        keys = [k.strip() for k in args.sets.split(",") if k.strip()]
-        unknown = [k for k in keys if k not in SETS]
-        if unknown or not keys:
-            raise DownloadError(
-                f"--sets: unknown set(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SETS)}"
-            )
-        dest = Path(args.dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        manifest = None if args.skip_checksums else read_manifest(Path(args.manifest))
-        archive_dir = Path(args.archive_dir) if args.archive_dir else None
-        for key in keys:
-            final = arrange(
-                key,
-                dest,
-                mirror=args.mirror,
-                archive_dir=archive_dir,
-                manifest=manifest,
-                force=args.force,
-                progress=not args.no_progress,
-            )
-            print(f"{key}: {final}" + ("" if manifest is None else " (checksums verified)"))
-        if not args.keep_archives:
-            shutil.rmtree(dest / ".downloads", ignore_errors=True)
-    except DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    """Entry point: 0 when every set is in place, 2 for a bad argument, 1 when a download fails."""
+    return run_cli(fetch_sets, build_parser().parse_args(argv))
+
+
+def fetch_sets(args: argparse.Namespace) -> None:
+    """Download, verify and arrange the chosen sets (or write the manifest with --write_manifest)."""
+    if args.write_manifest:
+        count = write_manifest(Path(args.write_manifest), Path(args.manifest))
+        print(f"wrote {count} checksums to {args.manifest}")
+        return
+    keys = [k.strip() for k in args.sets.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in SETS]
+    if unknown or not keys:
+        raise ValueError(f"--sets: unknown set(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SETS)}")
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = None if args.skip_checksums else read_manifest(Path(args.manifest))
+    archive_dir = Path(args.archive_dir) if args.archive_dir else None
+    for key in keys:
+        final = arrange(
+            key,
+            dest,
+            mirror=args.mirror,
+            archive_dir=archive_dir,
+            manifest=manifest,
+            force=args.force,
+            progress=not args.no_progress,
+        )
+        print(f"{key}: {final}" + ("" if manifest is None else " (checksums verified)"))
+    if not args.keep_archives:
+        shutil.rmtree(dest / ".downloads", ignore_errors=True)
 
 
 if __name__ == "__main__":

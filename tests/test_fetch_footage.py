@@ -194,7 +194,7 @@ def test_cli_sha_mismatch_fails_with_one_line(fake_sources: dict, capsys: pytest
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bad.mkv from fake-deb=1.0: sha256 mismatch" in err
     assert not (out / "fake_bad").exists() and not [p for p in out.iterdir() if p.name.startswith(".fake_bad")]
-    assert ff.main(["--out", str(out), "--only", "nope"]) == 1
+    assert ff.main(["--out", str(out), "--only", "nope"]) == 2  # an unknown name is a bad argument
     assert "--only nope: no such clip" in capsys.readouterr().err
 
 

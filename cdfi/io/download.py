@@ -18,11 +18,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from cdfi.cli import WorkError
+
 TIMEOUT_S = 60
 BLOCK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(WorkError):
     """A download, archive or checksum problem; the message is one line for the user.
 
     ``unreachable`` is True when no connection to the server could be made at all (no network, no such
