@@ -8,6 +8,15 @@ CDFI pass, and the ratios of issue 7, all measured in this one run:
 
     python benchmarks/warp.py [--sizes 256x256,640x480] [--repeat 2] [--reference-backward 128x128]
                               [--no-model] [--no-reference]
+
+With --train it times the CuPy backend at CDFI's training shape instead (one warp of one side: batch 16,
+256x256 output, 63 channels in channels_last memory as adacof_warp_many hands them over, fp32, kernel
+sizes F11/D2 and F5/D1): forward, backward with all four gradients, backward without the input gradient,
+and the bwd/fwd ratio of this run (goal <= 3), after checking the CuPy output and four gradients against
+the reference on a small case (status 1 if they disagree). It needs a CUDA device with CuPy and exits with
+status 2 and one line otherwise.
+
+    python benchmarks/warp.py --train [--repeat 5]
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cupy_module import adacof_warp
+from cupy_module import adacof_warp, adacof_warp_reference
 from cupy_module.cuda import cupy_available
 
 F_SIZE, DILATION, CHANNELS = 11, 2, 63
+TRAIN_BATCH, TRAIN_SIZE, TRAIN_KERNELS = 16, 256, ((11, 2), (5, 1))
 
 
 def best_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
@@ -128,6 +138,80 @@ def model_times(h: int, w: int, repeat: int, device: torch.device) -> tuple[floa
     return full, rest
 
 
+def train_inputs(
+    f: int, d: int, device: torch.device, seed: int = 0, n: int = TRAIN_BATCH, c: int = CHANNELS, size: int = TRAIN_SIZE
+) -> list[torch.Tensor]:
+    """Input (channels_last), softmax weights and offsets of one warp, made on ``device``."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    taps, p = f * f, (f - 1) * d
+    inp = torch.rand(n, c, size + p, size + p, generator=g, device=device)
+    weight = torch.softmax(torch.randn(n, taps, size, size, generator=g, device=device), 1)
+    oi = torch.randn(n, taps, size, size, generator=g, device=device) * 2
+    oj = torch.randn(n, taps, size, size, generator=g, device=device) * 2
+    return [inp.contiguous(memory_format=torch.channels_last), weight, oi, oj]
+
+
+def train_times(tensors: list[torch.Tensor], d: int, repeat: int, input_grad: bool) -> tuple[float, float]:
+    """Best forward and best backward time (seconds) of one warp with gradients, after one warm-up call."""
+    device = tensors[0].device
+    leaves = [t.detach().requires_grad_(k > 0 or input_grad) for k, t in enumerate(tensors)]
+    wanted = leaves if input_grad else leaves[1:]
+    best_fwd = best_bwd = float("inf")
+    for r in range(repeat + 1):
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = adacof_warp(*leaves, d, backend="cupy")
+        torch.cuda.synchronize(device)
+        mid = time.perf_counter()
+        torch.autograd.grad(out, wanted, torch.ones_like(out))
+        torch.cuda.synchronize(device)
+        end = time.perf_counter()
+        del out
+        if r > 0:  # the first call compiles the kernels
+            best_fwd, best_bwd = min(best_fwd, mid - start), min(best_bwd, end - mid)
+    return best_fwd, best_bwd
+
+
+def train_check(device: torch.device) -> float:
+    """Largest relative error of the CuPy output and four gradients against the float64 reference on a
+    small case (batch 2, 27x27, 20 channels, F5/D2), so that the timing run also checks the values."""
+    tensors = train_inputs(5, 2, device, seed=1, n=2, c=20, size=27)
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    out = adacof_warp(*leaves, 2, backend="cupy")
+    g = torch.randn(out.shape, generator=torch.Generator(device=device).manual_seed(3), device=device)
+    mine = [out, *torch.autograd.grad(out, leaves, g)]
+    ref_leaves = [t.detach().double().requires_grad_() for t in tensors]
+    ref = adacof_warp_reference(*ref_leaves, 2)
+    theirs = [ref, *torch.autograd.grad(ref, ref_leaves, g.double())]
+    errors = [(x.double() - y).abs().max() / y.abs().max().clamp_min(1e-12) for x, y in zip(mine, theirs, strict=True)]
+    return float(max(errors))
+
+
+def train_main(repeat: int) -> int:
+    """The --train mode: CuPy forward and backward at the training shape, and their ratio."""
+    if not (torch.cuda.is_available() and cupy_available()):
+        print("benchmarks/warp.py --train: needs a CUDA device with CuPy, none found; nothing timed", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    shape = f"batch {TRAIN_BATCH}, {TRAIN_SIZE}x{TRAIN_SIZE}, {CHANNELS} channels (channels_last), fp32"
+    print(f"{torch.cuda.get_device_name(device)}, backend 'cupy', one warp: {shape}; ms, best of {repeat}")
+    error = train_check(device)
+    print(f"  value check against the reference (output and four gradients): max relative error {error:.1e}")
+    if not error < 1e-4:
+        print("  FAIL: the CuPy warp disagrees with the reference; timings not taken")
+        return 1
+    for f, d in TRAIN_KERNELS:
+        tensors = train_inputs(f, d, device)
+        fwd, bwd = train_times(tensors, d, repeat, input_grad=True)
+        _, bwd_params = train_times(tensors, d, repeat, input_grad=False)
+        ratio = f"bwd/fwd {bwd / fwd:5.2f} (goal <= 3)"
+        print(f"  F={f:2d} D={d}  forward {fwd * 1e3:8.2f}  backward {bwd * 1e3:8.2f}  {ratio}")
+        print(f"           backward without input gradient {bwd_params * 1e3:8.2f} ({bwd_params / fwd:.2f} x forward)")
+        del tensors
+        torch.cuda.empty_cache()
+    return 0
+
+
 def parse_sizes(text: str) -> list[str]:
     """``"256x256,640x480"`` checked as WIDTHxHEIGHT items (both sides at least 17 px); argparse type."""
     items = [item.strip().lower() for item in text.split(",") if item.strip()]
@@ -156,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference forward (minutes at 640x480; no ref/fast ratio)"
     )
+    parser.add_argument(
+        "--train", action="store_true", help="time the CuPy backend at the training shape instead (needs CUDA)"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be at least 1, got {args.repeat}")
+    if args.train:
+        return train_main(args.repeat)
     if not args.sizes:
         parser.error("--sizes names no size")
 

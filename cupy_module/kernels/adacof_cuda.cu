@@ -1,18 +1,22 @@
 // AdaCoF warp kernels for CUDA, written for this project.
 //
 // One source serves three compilers: NVRTC (through cupy.RawModule at run time), nvcc (compile check
-// in the tests) and g++ (the host shim in host_shim.cpp, which defines the CUDA built-ins and loops
-// over the launch grid so that these exact kernels can be tested on a CPU). So: no #include here, no
-// shared memory, no __syncthreads, grid-stride loops only.
+// in the tests) and g++ (the host shim in host_shim.cpp, which defines the CUDA built-ins and runs the
+// threads of each block as cooperative host threads, so that these exact kernels can be tested on a
+// CPU). So: no #include here, no shared memory and no __syncthreads; the only cooperation between
+// threads is __shfl_xor_sync over full warps (the shim emulates it); grid-stride loops only.
 //
-// Layouts: input (N, C, Hp, Wp), weight / offset_i / offset_j (N, F*F, H, W), output and grad_output
-// (N, C, H, W), all contiguous. Accumulation and all outputs use acc_t (float for fp32 and fp16
+// Layouts: forward: input (N, C, Hp, Wp), output (N, C, H, W); backward: input, grad_output and
+// grad_input channels last (see adacof_backward_body); weight / offset_i / offset_j and their gradients
+// (N, F*F, H, W) in both; all dense. Accumulation and all outputs use acc_t (float for fp32 and fp16
 // inputs, double for fp64); the input is read in its own type.
 
 #ifndef ADACOF_HOST_SHIM
 #define ADACOF_INLINE __device__ __forceinline__
+#define ADACOF_BACKWARD_BOUNDS(MIN_BLOCKS) __launch_bounds__(ADACOF_BACKWARD_BLOCK, MIN_BLOCKS)
 #else
 #define ADACOF_INLINE inline
+#define ADACOF_BACKWARD_BOUNDS(MIN_BLOCKS)
 #endif
 
 typedef long long adacof_i64;
@@ -20,6 +24,12 @@ typedef long long adacof_i64;
 // Number of channels one forward thread accumulates in registers: the tap geometry is computed once
 // per (pixel, tap, chunk) rather than once per channel.
 #define ADACOF_CHUNK 8
+
+// Channels one backward lane loads per round (all loads of a round are in flight together), and the
+// largest block the backward is launched with (the register budget of each variant is set for a number
+// of such blocks per SM: four for fp32 and fp16, two for fp64, with no spills on sm_90).
+#define ADACOF_BATCH 4
+#define ADACOF_BACKWARD_BLOCK 256
 
 // fp16 storage, read as raw bits so that no CUDA header is needed.
 struct adacof_half {
@@ -147,66 +157,138 @@ ADACOF_INLINE void adacof_forward_body(ADACOF_FORWARD_PARAMS(in_t, acc_t)) {
     }
 }
 
-#define ADACOF_BACKWARD_PARAMS(IN_T, ACC_T)                                                               \
-    const IN_T *__restrict__ input, const ACC_T *__restrict__ weight, const ACC_T *__restrict__ offset_i, \
-        const ACC_T *__restrict__ offset_j, const ACC_T *__restrict__ grad_output, ACC_T *grad_input,     \
-        ACC_T *__restrict__ grad_weight, ACC_T *__restrict__ grad_offset_i,                               \
-        ACC_T *__restrict__ grad_offset_j, adacof_i64 total, int C, int Hp, int Wp, int H, int W, int F,  \
-        int D, int floor_rule, int need_input_grad
+#define ADACOF_BACKWARD_PARAMS(IN_T, ACC_T)                                                                 \
+    const IN_T *__restrict__ input, const ACC_T *__restrict__ weight, const ACC_T *__restrict__ offset_i,   \
+        const ACC_T *__restrict__ offset_j, const ACC_T *__restrict__ grad_output, ACC_T *grad_input,       \
+        ACC_T *__restrict__ grad_weight, ACC_T *__restrict__ grad_offset_i,                                 \
+        ACC_T *__restrict__ grad_offset_j, adacof_i64 pixels, int C, int Hp, int Wp, int H, int W, int F,   \
+        int D, int floor_rule, int need_input_grad, int lanes, int in_stride, int go_stride
 #define ADACOF_BACKWARD_ARGS                                                                            \
     input, weight, offset_i, offset_j, grad_output, grad_input, grad_weight, grad_offset_i, grad_offset_j, \
-        total, C, Hp, Wp, H, W, F, D, floor_rule, need_input_grad
+        pixels, C, Hp, Wp, H, W, F, D, floor_rule, need_input_grad, lanes, in_stride, go_stride
 
-// One thread per (n, tap, i, j), looping over all channels: the four corner dot products with the
-// output gradient give the weight and offset gradients; the input gradient is scattered with
-// atomicAdd (grad_input must be zeroed by the caller). total = N * F*F * H * W.
+// Sum of v over each aligned group of `lanes` lanes of the warp (lanes: a power of two up to 32), by a
+// butterfly of shuffles, so every lane of a group gets its group's sum. Every lane of the warp must
+// call it with the same `lanes` (the kernel's loops are warp-uniform around it).
+template <typename acc_t>
+ADACOF_INLINE acc_t adacof_group_sum(acc_t v, int lanes) {
+    for (int step = lanes >> 1; step > 0; step >>= 1) v += __shfl_xor_sync(0xffffffffu, v, step);
+    return v;
+}
+
+// Backward: one fused pass over the output pixels; the weight and offset gradients need no atomics.
+//
+// Layouts: input and grad_input (N, Hp, Wp, *), grad_output (N, H, W, *): rows of channels (channels
+// last) whose first C elements are the channels, one row every in_stride (input and grad_input) or
+// go_stride elements; the caller pads the rows of grad_input (and so of the input) to whole 32-byte
+// sectors, so that a group's atomics on one corner never straddle more sectors than they must. Weight,
+// offsets and their gradients are (N, F*F, H, W). The launch block is a multiple of 32.
+//
+// Each warp is split into groups of `lanes` lanes; a group owns one output pixel (n, i, j) and walks
+// its F*F taps, and lane r of the group takes channels r, r + lanes, ... . The groups of a warp hold
+// consecutive pixels j, so a tap's weight/offset loads and gradient stores are contiguous runs, and
+// consecutive warps walk along the rows, so the input rows they gather from and scatter to stay in
+// L2. Per tap:
+//   - the group's lanes read the four corners of their channels (contiguous runs in rows of channels)
+//     and the output gradient of their channels, and form the four corner dot products over them;
+//   - with need_input_grad, each lane adds weight * coefficient * grad_output to the four corners of
+//     its channels: per corner a group's atomics are one contiguous run of channels, never two lanes
+//     on one address (grad_input must be zeroed by the caller);
+//   - the three per-lane partial gradients (weight, offset_i, offset_j) are summed over the group by
+//     shuffles and the group's first lane stores them: each gradient element has one writer.
+// Accumulation is in acc_t (fp32 for fp32 and fp16 inputs). pixels = N * H * W.
 template <typename in_t, typename acc_t>
 ADACOF_INLINE void adacof_backward_body(ADACOF_BACKWARD_PARAMS(in_t, acc_t)) {
+    const int lane = (int)(threadIdx.x & 31u);
+    const int sub = lane & (lanes - 1);
+    const int per_warp = 32 / lanes;
     const adacof_i64 plane = (adacof_i64)Hp * Wp;
     const adacof_i64 oplane = (adacof_i64)H * W;
-    const adacof_i64 stride = (adacof_i64)blockDim.x * gridDim.x;
-    for (adacof_i64 idx = (adacof_i64)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-        const int j = (int)(idx % W);
-        adacof_i64 rest = idx / W;
-        const int i = (int)(rest % H);
-        rest /= H;
-        const int t = (int)(rest % (F * F));
-        const adacof_i64 n = rest / (F * F);
-        const acc_t w = weight[idx];
-        const AdacofTap<acc_t> g =
-            adacof_tap<acc_t>(offset_i[idx], offset_j[idx], i, j, t / F, t % F, D, Hp, Wp, floor_rule);
-        acc_t d00 = 0, d10 = 0, d01 = 0, d11 = 0;
-        const acc_t *go = grad_output + n * C * oplane + (adacof_i64)i * W + j;
-        for (int c = 0; c < C; ++c) {
-            const acc_t gv = go[c * oplane];
-            const in_t *p = input + (n * C + c) * plane;
-            d00 += gv * adacof_load(p[g.o00]);
-            d10 += gv * adacof_load(p[g.o10]);
-            d01 += gv * adacof_load(p[g.o01]);
-            d11 += gv * adacof_load(p[g.o11]);
-            if (need_input_grad) {
-                acc_t *gi = grad_input + (n * C + c) * plane;
-                const acc_t wg = w * gv;
-                atomicAdd(gi + g.o00, wg * g.c00);
-                atomicAdd(gi + g.o10, wg * g.c10);
-                atomicAdd(gi + g.o01, wg * g.c01);
-                atomicAdd(gi + g.o11, wg * g.c11);
+    const int taps = F * F;
+    const adacof_i64 warps = ((adacof_i64)blockDim.x * gridDim.x) >> 5;
+    for (adacof_i64 wv = ((adacof_i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; wv * per_warp < pixels;
+         wv += warps) {
+        const adacof_i64 pix = wv * per_warp + lane / lanes;
+        const bool active = pix < pixels;
+        const adacof_i64 p = active ? pix : 0;
+        const int j = (int)(p % W);
+        const int i = (int)((p / W) % H);
+        const adacof_i64 n = p / oplane;
+        const in_t *in = input + n * plane * in_stride;
+        acc_t *gin = grad_input + n * plane * in_stride;
+        const acc_t *go = grad_output + p * go_stride;
+        adacof_i64 kidx = n * taps * oplane + (adacof_i64)i * W + j;
+        int k = 0, l = 0;
+        for (int t = 0; t < taps; ++t, kidx += oplane) {
+            const acc_t w = active ? weight[kidx] : (acc_t)0;
+            const acc_t a = active ? offset_i[kidx] : (acc_t)0;
+            const acc_t b = active ? offset_j[kidx] : (acc_t)0;
+            const AdacofTap<acc_t> g = adacof_tap<acc_t>(a, b, i, j, k, l, D, Hp, Wp, floor_rule);
+            const adacof_i64 r00 = g.o00 * in_stride, r10 = g.o10 * in_stride;
+            const adacof_i64 r01 = g.o01 * in_stride, r11 = g.o11 * in_stride;
+            const acc_t w00 = w * g.c00, w10 = w * g.c10, w01 = w * g.c01, w11 = w * g.c11;
+            acc_t d00 = 0, d10 = 0, d01 = 0, d11 = 0;
+            // ADACOF_BATCH channels per lane at a time: all their loads are issued before the atomics,
+            // which the compiler does not move loads across.
+            for (int c0 = active ? sub : C; c0 < C; c0 += ADACOF_BATCH * lanes) {
+                acc_t gv[ADACOF_BATCH], v00[ADACOF_BATCH], v10[ADACOF_BATCH];
+                acc_t v01[ADACOF_BATCH], v11[ADACOF_BATCH];
+#pragma unroll
+                for (int u = 0; u < ADACOF_BATCH; ++u) {
+                    const int c = c0 + u * lanes;
+                    const bool in_range = c < C;
+                    gv[u] = in_range ? go[c] : (acc_t)0;
+                    v00[u] = in_range ? adacof_load(in[r00 + c]) : (acc_t)0;
+                    v10[u] = in_range ? adacof_load(in[r10 + c]) : (acc_t)0;
+                    v01[u] = in_range ? adacof_load(in[r01 + c]) : (acc_t)0;
+                    v11[u] = in_range ? adacof_load(in[r11 + c]) : (acc_t)0;
+                }
+#pragma unroll
+                for (int u = 0; u < ADACOF_BATCH; ++u) {
+                    d00 += gv[u] * v00[u];
+                    d10 += gv[u] * v10[u];
+                    d01 += gv[u] * v01[u];
+                    d11 += gv[u] * v11[u];
+                }
+                if (need_input_grad) {
+#pragma unroll
+                    for (int u = 0; u < ADACOF_BATCH; ++u) {
+                        const int c = c0 + u * lanes;
+                        if (c < C) {
+                            atomicAdd(gin + r00 + c, w00 * gv[u]);
+                            atomicAdd(gin + r10 + c, w10 * gv[u]);
+                            atomicAdd(gin + r01 + c, w01 * gv[u]);
+                            atomicAdd(gin + r11 + c, w11 * gv[u]);
+                        }
+                    }
+                }
+            }
+            const acc_t gw =
+                adacof_group_sum<acc_t>(g.c00 * d00 + g.c10 * d10 + g.c01 * d01 + g.c11 * d11, lanes);
+            const acc_t ga = adacof_group_sum<acc_t>((1 - g.fb) * (d10 - d00) + g.fb * (d11 - d01), lanes);
+            const acc_t gb = adacof_group_sum<acc_t>((1 - g.fa) * (d01 - d00) + g.fa * (d11 - d10), lanes);
+            if (active && sub == 0) {
+                grad_weight[kidx] = gw;
+                grad_offset_i[kidx] = w * ga;
+                grad_offset_j[kidx] = w * gb;
+            }
+            if (++l == F) {
+                l = 0;
+                ++k;
             }
         }
-        grad_weight[idx] = g.c00 * d00 + g.c10 * d10 + g.c01 * d01 + g.c11 * d11;
-        grad_offset_i[idx] = w * ((1 - g.fb) * (d10 - d00) + g.fb * (d11 - d01));
-        grad_offset_j[idx] = w * ((1 - g.fa) * (d01 - d00) + g.fa * (d11 - d10));
     }
 }
 
-#define ADACOF_DEFINE_KERNELS(SUFFIX, IN_T, ACC_T)                                                     \
+#define ADACOF_DEFINE_KERNELS(SUFFIX, IN_T, ACC_T, MIN_BLOCKS)                                         \
     extern "C" __global__ void adacof_forward_##SUFFIX(ADACOF_FORWARD_PARAMS(IN_T, ACC_T)) {           \
         adacof_forward_body<IN_T, ACC_T>(ADACOF_FORWARD_ARGS);                                         \
     }                                                                                                  \
-    extern "C" __global__ void adacof_backward_##SUFFIX(ADACOF_BACKWARD_PARAMS(IN_T, ACC_T)) {         \
+    extern "C" __global__ void ADACOF_BACKWARD_BOUNDS(MIN_BLOCKS) adacof_backward_##SUFFIX(            \
+        ADACOF_BACKWARD_PARAMS(IN_T, ACC_T)) {                                                         \
         adacof_backward_body<IN_T, ACC_T>(ADACOF_BACKWARD_ARGS);                                       \
     }
 
-ADACOF_DEFINE_KERNELS(f32, float, float)
-ADACOF_DEFINE_KERNELS(f16, adacof_half, float)
-ADACOF_DEFINE_KERNELS(f64, double, double)
+ADACOF_DEFINE_KERNELS(f32, float, float, 4)
+ADACOF_DEFINE_KERNELS(f16, adacof_half, float, 4)
+ADACOF_DEFINE_KERNELS(f64, double, double, 2)
