@@ -5,12 +5,14 @@ Example: python test_compressed_adacof.py --gpu_id 0 --kernel_size 5 --dilation 
 
 import sys
 
-from cdfi.evaluation.cli import run
+from cdfi.evaluation.cli import Face, run
+
+FACE = Face("compressed_adacof", "Evaluate compressed AdaCoF (PSNR, SSIM, LPIPS as published).")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; returns the exit status."""
-    return run("compressed_adacof", "Evaluate compressed AdaCoF (PSNR, SSIM, LPIPS as published).", argv)
+    return run(FACE, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ silently evaluating fewer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cdfi.io.paths import resolve_data_root
@@ -22,6 +23,7 @@ __all__ = [
     "DatasetNotFoundError",
     "load_benchmark_set",
     "middlebury_items",
+    "published_vimeo_augment",
     "ucf101_items",
     "vimeo_test_items",
 ]
@@ -55,6 +57,9 @@ class BenchmarkItem:
 
     ``name`` is the item's relative folder inside its set (e.g. ``Beanbags``, ``1``, ``00001/0389``),
     reused as the output folder; ``output_name`` is the file name of the written prediction.
+    ``hflip``/``vflip`` mirror all three frames when they are read and ``reversed`` records that
+    ``frame0`` and ``frame2`` were exchanged: the published Vimeo-90K reader's augmentation
+    (``published_vimeo_augment``); all false for every set as listed.
     """
 
     name: str
@@ -62,6 +67,13 @@ class BenchmarkItem:
     frame2: Path
     gt: Path
     output_name: str
+    hflip: bool = False
+    vflip: bool = False
+    reversed: bool = False
+
+    def views(self) -> list[str]:
+        """The augmentations applied to this item, by name (empty for the item as listed)."""
+        return [name for name in ("hflip", "vflip", "reversed") if getattr(self, name)]
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,26 @@ def vimeo_test_items(vimeo_dir: str | Path) -> list[BenchmarkItem]:
         folder = root / "sequences" / entry
         items.append(BenchmarkItem(entry, folder / "im1.png", folder / "im3.png", folder / "im2.png", "im2.png"))
     return items
+
+
+def published_vimeo_augment(bench: BenchmarkSet, seed: int) -> BenchmarkSet:
+    """``bench`` as the published Vimeo-90K reader serves it: per item, in list order, three fair coin
+    draws from ``random.Random(seed)``: mirror left-right, mirror top-bottom, exchange the two inputs.
+
+    The published evaluation reads the test split through its training reader, whose spatial and
+    temporal augmentations are on by default, so its scores include these random views. Its draws come
+    from unseeded DataLoader workers (and its list is shuffled first), so the exact views cannot be
+    reproduced; the draws here follow the same order per item, seeded to be repeatable.
+    """
+    rng = random.Random(seed)
+    items = []
+    for item in bench.items:
+        hflip = bool(rng.randint(0, 1))
+        vflip = bool(rng.randint(0, 1))
+        swap = bool(rng.randint(0, 1))
+        frame0, frame2 = (item.frame2, item.frame0) if swap else (item.frame0, item.frame2)
+        items.append(replace(item, frame0=frame0, frame2=frame2, hflip=hflip, vflip=vflip, reversed=swap))
+    return replace(bench, items=tuple(items))
 
 
 BENCHMARK_SETS = {"middlebury": MIDDLEBURY_DIR, "ucf101": UCF101_DIR, "vimeo90k": "vimeo90k_test"}

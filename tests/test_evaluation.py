@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +14,15 @@ import pytest
 import torch
 from inference_helpers import lively_model, save_lively
 from lpips_helpers import reference_lpips, save_backbone_as_torchvision
-from PIL import Image
+from PIL import Image, ImageOps
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import mytest
 import test as test_cdfi
 import test_compressed_adacof
-from cdfi.evaluation.protocol import evaluate_items
+from cdfi.evaluation.protocol import evaluate_items, read_item
 from cdfi.io.checkpoint import save_checkpoint
-from datasets.benchmark_sets import middlebury_items
+from datasets.benchmark_sets import load_benchmark_set, middlebury_items, published_vimeo_augment
 from models import make_model
 
 MIDDLEBURY = ("Beanbags", "Dimetrodon", "DogDance")
@@ -159,7 +161,7 @@ def test_compressed_adacof_run(
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and err[-1].startswith("error:") and "--force" in err[-1]
+    assert rc == 2 and err[-1].startswith("error:") and "--force" in err[-1]
 
 
 def test_ensemble_writes_the_mean_of_both_orders(small_root: Path, tmp_path: Path) -> None:
@@ -293,7 +295,7 @@ def test_missing_inputs_give_one_error_line(
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "middlebury_others" in err[0] and "not found" in err[0]
+    assert rc == 2 and len(err) == 1 and "middlebury_others" in err[0] and "not found" in err[0]
 
     import cdfi.evaluation.cli
     import cdfi.io.paths
@@ -302,7 +304,7 @@ def test_missing_inputs_give_one_error_line(
     monkeypatch.setattr(cdfi.evaluation.cli, "CHECKPOINT_DIR", tmp_path / "no_checkpoints")
     rc = test_cdfi.main(["--data_root", str(small_root), "--out_dir", str(tmp_path / "o2")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 1 and len(err) == 1 and "CDFI_adacof.pth" in err[0] and "checkpoint not found" in err[0]
+    assert rc == 2 and len(err) == 1 and "CDFI_adacof.pth" in err[0] and "checkpoint not found" in err[0]
 
 
 def test_in_memory_validation_matches_png_round_trip(small_root: Path, tmp_path: Path) -> None:
@@ -337,7 +339,7 @@ def test_vimeo_test_split(
         str(out),
         "--no_progress",
     ]
-    assert test_compressed_adacof.main(args) == 1
+    assert test_compressed_adacof.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "tri_testlist.txt" in err[-1] and "not found" in err[-1]
     (vimeo / "tri_testlist.txt").write_text("\n".join(entries) + "\n\n")
@@ -348,3 +350,140 @@ def test_vimeo_test_split(
         png = out / "vimeo90k_test" / item["name"] / "im2.png"
         gt = _read_png(vimeo / "sequences" / item["name"] / "im2.png")
         assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, _read_png(png), data_range=1), abs=1e-6)
+
+
+def _vimeo_split(data_root: Path, root: Path, count: int) -> list[str]:
+    """A Vimeo-90K test split of ``count`` triplets: distinct, asymmetric 48x32 crops of UCF101 items."""
+    entries = [f"{i // 4 + 1:05d}/{i % 4 + 1:04d}" for i in range(count)]
+    for i, entry in enumerate(entries):
+        src = data_root / "ucf101_interp_ours" / UCF101_ITEMS[i % len(UCF101_ITEMS)]
+        box = (8 * i, 4 * i, 8 * i + 48, 4 * i + 32)
+        for name, dst in (("frame_00.png", "im1.png"), ("frame_01_gt.png", "im2.png"), ("frame_02.png", "im3.png")):
+            _crop_copy(src / name, root / "sequences" / entry / dst, box)
+    (root / "tri_testlist.txt").write_text("\n".join(entries) + "\n\n")
+    return entries
+
+
+UCF101_ITEMS = ("1", "11", "21", "31")
+
+
+def _published_reader(root: Path, entries: list[str], seed: int) -> list[list[np.ndarray]]:
+    """The published Vimeo-90K reader with its default augmentations, item by item in list order: PIL
+    frames mirrored left-right on a coin, then top-bottom on a coin, converted, then served in reverse
+    order on a coin; Python's global ``random`` seeded first. Returns [frame0, frame1 (gt), frame2]."""
+    random.seed(seed)
+    served = []
+    for entry in entries:
+        frames = [Image.open(root / "sequences" / entry / f"im{i}.png").convert("RGB") for i in (1, 2, 3)]
+        if random.randint(0, 1):
+            frames = [ImageOps.mirror(f) for f in frames]
+        if random.randint(0, 1):
+            frames = [ImageOps.flip(f) for f in frames]
+        arrays = [np.asarray(f, dtype=np.float64) / 255.0 for f in frames]
+        served.append(arrays[::-1] if random.randint(0, 1) else arrays)
+    return served
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t.permute(1, 2, 0).double().numpy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_vimeo_augment_serves_the_published_readers_views(data_root: Path, tmp_path: Path, seed: int) -> None:
+    root = tmp_path / "vimeo"
+    entries = _vimeo_split(data_root, root, 8)
+    plain = load_benchmark_set("vimeo90k", vimeo_dir=root)
+    augmented = published_vimeo_augment(plain, seed)
+    for flag in ("hflip", "vflip", "reversed"):  # the seeds give both outcomes of every coin over 8 items
+        assert {getattr(item, flag) for item in augmented.items} == {True, False}
+    reference = _published_reader(root, entries, seed)
+    for item, (frame0, gt, frame2) in zip(augmented.items, reference, strict=True):
+        got = read_item(item)
+        for ours, theirs in zip(got, (frame0, frame2, gt), strict=True):
+            assert np.abs(_hwc(ours) - theirs).max() < 1e-6
+    for item, entry in zip(plain.items, entries, strict=True):  # the default path: the files as they are
+        assert item.views() == []
+        files = [root / "sequences" / entry / f"im{i}.png" for i in (1, 3, 2)]
+        for ours, path in zip(read_item(item), files, strict=True):
+            assert np.abs(_hwc(ours) - _read_png(path)).max() < 1e-6
+
+
+def test_vimeo_augment_in_the_cli(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "vimeo"
+    entries = _vimeo_split(data_root, root, 4)
+    ckpt = save_lively(tmp_path / "lively.pth")
+    model = lively_model()
+    argv = ["--checkpoint", str(ckpt), "--vimeo_dir", str(root), "--datasets", "vimeo90k", "--no_progress"]
+    runs = {"plain": [], "augmented": ["--vimeo_augment", "--seed", "3"]}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        assert test_compressed_adacof.main([*argv, "--out_dir", str(out), "--device", "cpu", *extra]) == 0
+        results = json.loads((out / "results.json").read_text())
+        served = _published_reader(root, entries, 3) if extra else None
+        if extra:
+            views = results["meta"]["vimeo_augment"]
+            assert views["seed"] == 3 and list(views["views"]) == entries
+        else:
+            assert results["meta"]["vimeo_augment"] is None
+        for i, item in enumerate(results["sets"]["vimeo90k"]["items"]):
+            if served:
+                frame0, gt, frame2 = served[i]
+            else:
+                frame0, gt, frame2 = (_read_png(root / "sequences" / entries[i] / f"im{k}.png") for k in (1, 2, 3))
+            pred = _read_png(Path(item["output"]))
+            with torch.no_grad():
+                direct = model(*(torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in (frame0, frame2)))
+            assert np.abs(direct[0].clamp(0, 1).permute(1, 2, 0).numpy() - pred).max() <= 1 / 255 + 1e-4
+            assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
+    capsys.readouterr()
+    assert test_compressed_adacof.main([*argv[:2], "--vimeo_augment", "--out_dir", str(tmp_path / "x")]) == 2
+    assert "--vimeo_augment changes only the vimeo90k set" in capsys.readouterr().err
+
+
+# AdaCoF-pytorch's checkpoint/kernelsize_11/config.txt, abridged: three runs, the last one F11, no dilation.
+ADACOF_CONFIG_11 = "2019-09-20-09:55:47\n\nmodel: adc\nkernel_size: 9\n\n2019-09-23-16:29:39\n\nkernel_size: 13\n\n"
+ADACOF_CONFIG_11 += "2019-09-23-16:30:39\n\nmodel: adc\nkernel_size: 11\nflow_num: 30\n\n"
+
+
+def test_adacof_pytorch_checkpoint_with_its_config(
+    small_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "kernelsize_11"
+    folder.mkdir()
+    config = folder / "config.txt"
+    config.write_text(ADACOF_CONFIG_11)
+    torch.manual_seed(8)
+    model = make_model("adacof", 11, 1).eval()
+    torch.save({"epoch": 50, "state_dict": model.state_dict()}, folder / "ckpt.pth")  # the published format
+    out = tmp_path / "out"
+    argv = ["--config", str(config), "--data_root", str(small_root), "--datasets", "middlebury", "--limit", "1"]
+    assert test_cdfi.main([*argv, "--out_dir", str(out), "--device", "cpu", "--no_progress"]) == 0
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert (meta["model"], meta["kernel_size"], meta["dilation"]) == ("adacof", 11, 1)
+    assert meta["checkpoint"] == str(folder / "ckpt.pth") and meta["config"] == str(config)
+    a, b = (_read_png(small_root / "middlebury_others" / "input" / "Beanbags" / f) for f in MIDDLEBURY_INPUTS)
+    written = torch.from_numpy(_read_png(out / "middlebury_others" / "Beanbags" / "frame10i11.png"))
+    as_d2 = make_model("adacof", 11, 2).eval()
+    as_d2.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        inputs = [torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in (a, b)]
+        want, other = (m(*inputs)[0].clamp(0, 1).permute(1, 2, 0) for m in (model, as_d2))
+    assert (want - written.float()).abs().max() <= 1 / 255 + 1e-4  # built as F11/D1, the config's sizes
+    assert (other - written.float()).abs().max() > 2 / 255  # which the paper's F11/D2 would not give
+
+    assert mytest.main([*argv, "--out_dir", str(tmp_path / "m"), "--device", "cpu", "--no_progress"]) == 0
+    assert (tmp_path / "m" / "middlebury_others" / "Beanbags" / "output.png").is_file()
+    capsys.readouterr()
+    bad = [
+        ([*argv, "--kernel_size", "5"], f"--kernel_size 5 disagrees with {config}, which gives kernel_size 11"),
+        ([*argv, "--checkpoint", str(tmp_path / "none.pth")], f"{tmp_path / 'none.pth'}: checkpoint not found"),
+    ]
+    for args, needle in bad:
+        assert test_cdfi.main([*args, "--out_dir", str(tmp_path / "bad")]) == 2
+        assert needle in capsys.readouterr().err
+    assert mytest.main([*argv, "--model", "compressed_adacof", "--out_dir", str(tmp_path / "bad")]) == 2
+    assert "drop --model compressed_adacof" in capsys.readouterr().err
+    (folder / "ckpt.pth").unlink()
+    assert test_cdfi.main([*argv, "--out_dir", str(tmp_path / "bad")]) == 2
+    assert f"{folder / 'ckpt.pth'}: checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -22,12 +22,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cdfi.evaluation.layout import PROJECT, OutputLayout
 from cdfi.evaluation.metrics import psnr, ssim
 from cdfi.io.atomic import atomic_write_text
 from cdfi.io.images import quantize, read_image, write_image
+from cdfi.runtime import Runtime
 from datasets.benchmark_sets import BenchmarkItem, BenchmarkSet
 
-__all__ = ["ItemResult", "SetResult", "error_heatmap", "evaluate_items", "evaluate_set", "write_results_json"]
+__all__ = [
+    "ItemResult",
+    "SetResult",
+    "error_heatmap",
+    "evaluate_items",
+    "evaluate_set",
+    "read_item",
+    "write_results_json",
+]
 
 HEATMAP_FULL_SCALE = 0.25
 
@@ -114,13 +124,18 @@ def _write_grid(path: Path, frame0: torch.Tensor, pred: torch.Tensor, gt: torch.
     write_image(path, torch.cat([frame0, pred, gt, frame2, error_heatmap(pred, gt)], dim=2))
 
 
-def _read_item(item: BenchmarkItem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Read the triplet; raise ValueError naming the file or the size mismatch."""
+def read_item(item: BenchmarkItem) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The triplet ``(frame0, frame2, gt)`` as the model sees it: read, then mirrored as the item says
+    (``hflip``: left-right, ``vflip``: top-bottom; all three frames alike). Raises ValueError naming
+    the file or the size mismatch."""
     frame0, frame2, gt = read_image(item.frame0), read_image(item.frame2), read_image(item.gt)
     sizes = {"frame0": frame0.shape[1:], "frame2": frame2.shape[1:], "gt": gt.shape[1:]}
     if len(set(sizes.values())) != 1:
         listed = ", ".join(f"{k} {s[1]}x{s[0]}" for k, s in sizes.items())
         raise ValueError(f"size mismatch ({listed})")
+    dims = [2] * item.hflip + [1] * item.vflip
+    if dims:
+        frame0, frame2, gt = (torch.flip(t, dims) for t in (frame0, frame2, gt))
     return frame0, frame2, gt
 
 
@@ -136,22 +151,32 @@ def evaluate_items(
     autocast: Callable[[], AbstractContextManager[Any]] | None = None,
     progress: bool = True,
     print_rows: bool = True,
+    layout: OutputLayout = PROJECT,
+    runtime: Runtime | None = None,
 ) -> SetResult:
-    """Interpolate and score ``items``; predictions go to ``out_dir/<item.name>/<item.output_name>``.
+    """Interpolate and score ``items``; predictions go where ``layout`` says under ``out_dir``
+    (this project's: ``out_dir/<item.name>/<item.output_name>``), rows are printed in its format.
 
     With ``out_dir=None`` nothing is written and the prediction is quantised in memory to the same
     8-bit values a PNG would hold (for cheap per-epoch validation). The model's train/eval mode is
-    restored afterwards. ``autocast`` is a context factory for reduced precision (default: fp32).
+    restored afterwards. ``runtime`` gives the device and precision; without it, ``device`` and
+    ``autocast`` (a context factory for reduced precision; default: fp32) do.
     """
+    if runtime is not None:
+        device = runtime.device
+        autocast = autocast or runtime.autocast
     device = torch.device(device)
     result = SetResult(name, total=len(items))
     was_training = model.training
     model.eval()
+    if print_rows:
+        for line in layout.header(name):
+            tqdm.write(line, file=sys.stdout)
     bar = tqdm(items, desc=name, unit="item", file=sys.stderr, disable=not progress, leave=False)
     try:
-        for item in bar:
+        for index, item in enumerate(bar):
             try:
-                frame0, frame2, gt = _read_item(item)
+                frame0, frame2, gt = read_item(item)
                 with torch.no_grad(), autocast() if autocast else contextlib.nullcontext():
                     out = model(frame0[None].to(device), frame2[None].to(device))
                 pred = out["frame1"] if isinstance(out, dict) else out
@@ -162,11 +187,11 @@ def evaluate_items(
                 continue
             output = None
             if out_dir is not None:
-                output = Path(out_dir) / item.name / item.output_name
+                output = layout.output_path(Path(out_dir), name, item, index)
                 write_image(output, pred)
                 pred = read_image(output)
                 if save_grid:
-                    _write_grid(output.parent / "grid.png", frame0, pred, gt, frame2)
+                    _write_grid(layout.grid_path(output), frame0, pred, gt, frame2)
             else:
                 pred = quantize(pred)
             lpips_value = None
@@ -176,10 +201,7 @@ def evaluate_items(
             row = ItemResult(item.name, psnr(gt, pred), ssim(gt, pred), lpips_value, str(output) if output else None)
             result.rows.append(row)
             if print_rows:
-                tqdm.write(
-                    f"{name}/{row.name}: PSNR {row.psnr:.2f}  SSIM {row.ssim:.4f}  LPIPS {_fmt_lpips(row.lpips)}",
-                    file=sys.stdout,
-                )
+                tqdm.write(layout.row(name, index, row), file=sys.stdout)
     finally:
         bar.close()
         model.train(was_training)
@@ -187,12 +209,19 @@ def evaluate_items(
 
 
 def evaluate_set(
-    model: nn.Module, bench: BenchmarkSet, out_root: str | Path | None, *, limit: int | None = None, **kwargs: Any
+    model: nn.Module,
+    bench: BenchmarkSet,
+    out_root: str | Path | None,
+    *,
+    limit: int | None = None,
+    layout: OutputLayout = PROJECT,
+    **kwargs: Any,
 ) -> SetResult:
-    """``evaluate_items`` on a benchmark set (first ``limit`` items), writing to ``out_root/<set folder>``."""
+    """``evaluate_items`` on a benchmark set (first ``limit`` items), writing to the set's folder of
+    ``layout`` under ``out_root`` (this project's: ``out_root/<bench.folder>``)."""
     items = bench.items[:limit] if limit is not None else bench.items
-    out_dir = Path(out_root) / bench.folder if out_root is not None else None
-    return evaluate_items(model, items, out_dir, name=bench.key, **kwargs)
+    out_dir = layout.set_dir(out_root, bench.key, bench.folder) if out_root is not None else None
+    return evaluate_items(model, items, out_dir, name=bench.key, layout=layout, **kwargs)
 
 
 def write_results_json(
