@@ -14,10 +14,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cdfi.cli import run_cli
 from cdfi.evaluation.baselines import BASELINES
 from cdfi.evaluation.protocol import evaluate_set, write_results_json
 from cdfi.io.atomic import ensure_writable
-from datasets.benchmark_sets import DatasetNotFoundError, load_benchmark_set
+from datasets.benchmark_sets import load_benchmark_set
+
+
+def score(args: argparse.Namespace, names: list[str]) -> None:
+    """Score the baselines ``names`` on every set of ``args``; writes one results.json per baseline."""
+    outputs = {name: Path(args.out_dir) / name / "results.json" for name in names}
+    for path in outputs.values():  # refuse before any work, not after the first baseline
+        ensure_writable(path, args.force)
+    sets = [load_benchmark_set(k, args.data_root) for k in args.datasets.split(",") if k]
+    summary = []
+    for name in names:
+        model = BASELINES[name]()
+        results = [evaluate_set(model, bench, None, limit=args.limit, print_rows=False) for bench in sets]
+        write_results_json(outputs[name], results, {"baseline": name}, force=args.force)
+        for r in results:
+            m = r.mean()
+            summary.append(f"{name:10s} {r.name:12s} items {m['items']:4d}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}")
+    print("\n".join(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,28 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown baseline(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BASELINES)}")
     if args.limit is not None and args.limit < 1:  # as test.py: a limit counts items, so it is at least 1
         parser.error(f"--limit must be at least 1, got {args.limit}")
-    outputs = {name: Path(args.out_dir) / name / "results.json" for name in names}
-    try:
-        for path in outputs.values():  # refuse before any work, not after the first baseline
-            ensure_writable(path, args.force)
-        sets = [load_benchmark_set(k, args.data_root) for k in args.datasets.split(",") if k]
-    except (DatasetNotFoundError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = []
-    for name in names:
-        model = BASELINES[name]()
-        results = [evaluate_set(model, bench, None, limit=args.limit, print_rows=False) for bench in sets]
-        try:
-            write_results_json(outputs[name], results, {"baseline": name}, force=args.force)
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        for r in results:
-            m = r.mean()
-            summary.append(f"{name:10s} {r.name:12s} items {m['items']:4d}  PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}")
-    print("\n".join(summary))
-    return 0
+    return run_cli(
+        score, args, names, on_interrupt="interrupted; the results.json of the baseline in progress was not written"
+    )
 
 
 if __name__ == "__main__":

@@ -113,3 +113,48 @@ def test_compiled_warp_library_is_readable_by_others(tmp_path: Path, monkeypatch
         import ctypes
 
         assert ctypes.CDLL(str(path)).tiny() == 7
+
+
+def test_baselines_ctrl_c_exits_130_without_results(tmp_path: Path, monkeypatch, capsys) -> None:
+    module = _script("baselines")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    (tmp_path / "data" / "middlebury_others").mkdir(parents=True)
+    monkeypatch.setattr(module, "evaluate_set", interrupted)
+    argv = ["--baselines", "overlay", "--datasets", "middlebury", "--data_root", str(tmp_path / "data")]
+    assert module.main([*argv, "--out_dir", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted; the results.json of the baseline in progress was not written"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", ["ensemble", "motion_check", "bf16_quality"])
+def test_missing_data_is_one_line_exit_2(script: str, tmp_path: Path, capsys) -> None:
+    ckpt = tmp_path / "model.pth"
+    from cdfi.io.checkpoint import save_checkpoint
+    from cdfi.probe import lively_model
+
+    save_checkpoint(ckpt, lively_model(), epoch=0)
+    argv = ["--checkpoint", str(ckpt), "--data_root", str(tmp_path / "nodata")]
+    assert _script(script).main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path / "nodata" / "middlebury_others") in err[0]
+
+
+@pytest.mark.parametrize("script", ["ensemble", "motion_check", "bf16_quality"])
+def test_missing_checkpoint_is_one_line_exit_2(script: str, tmp_path: Path, data_root: Path, capsys) -> None:
+    argv = ["--checkpoint", str(tmp_path / "none.pth"), "--data_root", str(data_root), "--device", "cpu"]
+    assert _script(script).main(argv) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning:")]
+    assert err == [f"error: {tmp_path / 'none.pth'}: checkpoint not found"]
+
+
+def test_bf16_quality_json_is_not_overwritten_without_force(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bf16.json"
+    out.write_text("keep me")
+    argv = ["--random", "compressed_adacof", "--data_root", str(tmp_path / "nodata"), "--json", str(out)]
+    assert _script("bf16_quality").main(argv) == 2  # refused before looking for the data
+    assert capsys.readouterr().err == f"error: {out}: already exists (pass --force to overwrite)\n"
+    assert out.read_text() == "keep me"
