@@ -16,17 +16,17 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
+from pathlib import Path
 
-from cdfi.compression.core import LayerMismatchError, compress_variant, conv_densities, read_report_csv
-from cdfi.io.atomic import atomic_write_text, ensure_writable
-from cdfi.io.checkpoint import load_checkpoint, requested_variant
-from models import DEFAULT_SIZES, list_models, load_arch
+from cdfi.cli import EXIT_OK, run_cli
+from cdfi.compression.compressor import CompressRequest, CompressResult, compress_to_spec
+from models import list_models
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``compress.py``."""
     p = argparse.ArgumentParser(description="Compressed architecture spec from a pruned model.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="pruned checkpoint (e.g. from prune.py)")
@@ -75,60 +75,39 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--balance must be a number >= 0, got {args.balance}")
 
 
+def _request(args: argparse.Namespace) -> CompressRequest:
+    """The library request for the parsed flags."""
+    optional = {
+        name: Path(getattr(args, name)) if getattr(args, name) else None for name in ("checkpoint", "report", "arch")
+    }
+    return CompressRequest(
+        out=Path(args.out),
+        model=args.model,
+        kernel_size=args.kernel_size,
+        dilation=args.dilation,
+        method=args.method,
+        balance=args.balance,
+        threshold=args.threshold,
+        force=args.force,
+        **optional,
+    )
+
+
+def _next_step(result: CompressResult) -> int:
+    print(
+        f"wrote {result.out}; train it with: python train.py --model {result.arch.spec['model']} "
+        f"--kernel_size {result.kernel_size} --dilation {result.dilation} --arch {result.out}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the spec and print the old and new widths; returns the exit status."""
+    """Write the spec and print the old and new widths; returns the exit status (2: bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    try:
-        out = ensure_writable(args.out, args.force)
-        base_spec = None
-        if args.checkpoint:
-            ckpt = load_checkpoint(args.checkpoint)
-            # Options that contradict the checkpoint are refused, not silently ignored.
-            name, k, d = requested_variant(ckpt, args.model, args.kernel_size, args.dilation)
-            base_spec = ckpt.meta.get("arch")
-            layers = conv_densities(ckpt.state_dict, threshold=args.threshold)
-            source = args.checkpoint
-        else:
-            if args.model is None:
-                raise ValueError("--report needs --model (and --kernel_size/--dilation unless published)")
-            name = args.model
-            k = args.kernel_size or DEFAULT_SIZES[name][0]
-            d = args.dilation or DEFAULT_SIZES[name][1]
-            layers = read_report_csv(args.report)
-            source = args.report
-        if args.arch:
-            base_spec = load_arch(args.arch)
-        densities = {layer.name: layer.density for layer in layers}
-        if all(v >= 1.0 for v in densities.values()):
-            raise ValueError(f"{source}: every layer has density 1.0 (no sparsity); prune it with prune.py first")
-        try:
-            result = compress_variant(
-                name, k, d, base_spec, densities, method=args.method, balance=args.balance, layers=layers
-            )
-        except LayerMismatchError as exc:
-            raise ValueError(f"{source}: {exc}") from None
-        for conv_name, (c_in, c_out) in result.widths.items():
-            layer = result.graph.convs[conv_name]
-            print(
-                f"{conv_name:<40} {layer.c_in:>4}->{layer.c_out:<4}  =>  {c_in:>4}->{c_out:<4}"
-                f"  density {densities.get(conv_name, 1.0):.4f}"
-            )
-        print(
-            f"parameters: {result.full_params:,} -> {result.compressed_params:,} "
-            f"({result.compressed_params / result.full_params:.1%})"
-        )
-        atomic_write_text(out, json.dumps(result.spec, indent=1) + "\n", force=args.force)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"wrote {out}; train it with: python train.py --model {result.spec['model']} "
-        f"--kernel_size {k} --dilation {d} --arch {out}",
-        file=sys.stderr,
-    )
-    return 0
+    return run_cli(compress_to_spec, _request(args), status=_next_step, on_interrupt="interrupted; no spec written")
 
 
 if __name__ == "__main__":

@@ -25,13 +25,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdfi.compression.core import (
-    arch_from_widths,
-    published_densities,
-    solve_widths,
-    spec_ties,
-    trace_channel_graph,
-)
+from cdfi.compression.spec import arch_from_widths, published_densities, spec_ties
+from cdfi.compression.tracing import trace_channel_graph
+from cdfi.compression.widths import solve_widths
 from cdfi.io.images import read_image
 from cdfi.training.losses import charbonnier
 from models import make_model

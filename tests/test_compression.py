@@ -19,19 +19,11 @@ from torch import nn
 
 import compress
 import sparsity_report
-from cdfi.compression.core import (
-    CompressionError,
-    apply_widths,
-    arch_from_widths,
-    compress_variant,
-    conv_densities,
-    model_density,
-    published_densities,
-    solve_widths,
-    sqrt_rule,
-    trace_channel_graph,
-    validate_widths,
-)
+from cdfi.compression.densities import conv_densities, model_density, sqrt_rule
+from cdfi.compression.errors import CompressionError
+from cdfi.compression.spec import arch_from_widths, compress_variant, published_densities
+from cdfi.compression.tracing import trace_channel_graph
+from cdfi.compression.widths import apply_widths, solve_widths, validate_widths
 from cdfi.io.checkpoint import save_checkpoint
 from models import load_arch, make_model
 from models.arch import ARCH_DIR
@@ -268,7 +260,7 @@ def test_sparsity_report_cli_writes_table_csv_and_png(pruned_checkpoint, tmp_pat
     with Image.open(out / "pruned_sparsity.png") as img:
         assert img.format == "PNG" and img.size[0] > 100
     before = (out / "pruned_sparsity.csv").read_bytes()
-    assert sparsity_report.main(["--checkpoint", str(path), "--out_dir", str(out)]) == 1
+    assert sparsity_report.main(["--checkpoint", str(path), "--out_dir", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     assert (out / "pruned_sparsity.csv").read_bytes() == before
 
@@ -285,10 +277,10 @@ def test_compress_cli_from_report_and_refusals(pruned_checkpoint, tmp_path, caps
     spec = json.loads(spec_path.read_text())
     model = make_model(spec["model"], 5, 1, arch=spec)
     assert sum(p.numel() for p in model.parameters()) < 2_452_094
-    assert compress.main(args) == 1 and "--force" in capsys.readouterr().err
+    assert compress.main(args) == 2 and "--force" in capsys.readouterr().err
     dense = tmp_path / "dense.pth"
     save_checkpoint(dense, make_model("compressed_adacof", 5, 1), epoch=0)
-    assert compress.main(["--checkpoint", str(dense), "--out", str(tmp_path / "x.json")]) == 1
+    assert compress.main(["--checkpoint", str(dense), "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert "density 1.0" in err and err.count("\n") == 1
     assert not (tmp_path / "x.json").exists()
@@ -352,10 +344,10 @@ def test_prune_cli_sparsifies_reports_density_and_resumes(tmp_path, capsys) -> N
     for name, w in partial.items():  # orthant steps never revive a zero
         assert torch.all(final.state_dict[name][w == 0] == 0), name
     assert isinstance(load_model(out), nn.Module)
-    assert prune.main(args) == 1 and "--force" in capsys.readouterr().err
-    assert prune.main([*args, "--lambda_", "0", "--force"]) == 1
+    assert prune.main(args) == 2 and "--force" in capsys.readouterr().err
+    assert prune.main([*args, "--lambda_", "0", "--force"]) == 2
     assert "--lambda_" in capsys.readouterr().err
-    assert prune.main([*args, "--max_steps", "0", "--force"]) == 1
+    assert prune.main([*args, "--max_steps", "0", "--force"]) == 2
     assert "--max_steps" in capsys.readouterr().err
 
 
@@ -378,7 +370,7 @@ def test_compress_refuses_a_report_or_options_of_another_network(pruned_checkpoi
     capsys.readouterr()
     out = tmp_path / "spec.json"
     # Same layer names, other widths: the full AdaCoF's first conv has 32 outputs, not 24.
-    assert compress.main(["--report", str(report), "--model", "adacof", "--out", str(out)]) == 1
+    assert compress.main(["--report", str(report), "--model", "adacof", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {report}: layer get_kernel.moduleConv1.0 is 6->24")
     assert "adacof F5/D1" in err and not out.exists()
@@ -386,7 +378,7 @@ def test_compress_refuses_a_report_or_options_of_another_network(pruned_checkpoi
     lines = report.read_text().splitlines()
     short = tmp_path / "short.csv"
     short.write_text("\n".join(lines[:-1]) + "\n")
-    assert compress.main(["--report", str(short), "--model", "compressed_adacof", "--out", str(out)]) == 1
+    assert compress.main(["--report", str(short), "--model", "compressed_adacof", "--out", str(out)]) == 2
     last = lines[-1].split(",")[0]
     assert f"{short}: no row for layer {last}" in capsys.readouterr().err and not out.exists()
     # Options that contradict the checkpoint are refused, naming both variants.
@@ -394,7 +386,7 @@ def test_compress_refuses_a_report_or_options_of_another_network(pruned_checkpoi
         (["--model", "adacof"], "adacof F5/D1"),
         (["--kernel_size", "11"], "compressed_adacof F11/D1"),
     ):
-        assert compress.main(["--checkpoint", str(path), *extra, "--out", str(out)]) == 1
+        assert compress.main(["--checkpoint", str(path), *extra, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "compressed_adacof F5/D1 weights" in err and f"{asked} was asked for" in err
         assert not out.exists()
