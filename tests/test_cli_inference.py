@@ -7,6 +7,10 @@ tool in test_video_cli.py)."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +35,7 @@ import cdfi.inference.cli
 import cdfi.io.paths
 import interpolate_twoframe
 import interpolate_video
+import models as cdfi_models
 import test as test_cdfi
 import test_compressed_adacof
 from cdfi.inference.interpolator import Interpolator
@@ -121,7 +126,7 @@ def test_twoframe_matches_model(
     assert float((got - want).abs().max()) <= 1 / 255 + 1e-6
     # An existing output needs --force and is left untouched without it.
     before = out.read_bytes()
-    assert interpolate_twoframe.main([*argv, "--tile", "0"]) == 1
+    assert interpolate_twoframe.main([*argv, "--tile", "0"]) == 2
     assert "already exists (pass --force" in capsys.readouterr().err
     assert out.read_bytes() == before
     assert interpolate_twoframe.main([*argv, "--force"]) == 0
@@ -136,7 +141,7 @@ def test_twoframe_without_arguments_uses_bundled_pair(
     monkeypatch.setattr(cdfi.io.paths, "CHECKPOINT_DIR", ckpt_dir)
     monkeypatch.setattr(cdfi.inference.cli, "DEFAULT_CHECKPOINT", ckpt_dir / "CDFI_adacof.pth")
     monkeypatch.chdir(tmp_path)
-    assert interpolate_twoframe.main([]) == 1
+    assert interpolate_twoframe.main([]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CDFI_adacof.pth: checkpoint not found" in err
     assert not (tmp_path / "output.png").exists()
@@ -183,17 +188,17 @@ def test_twoframe_bad_inputs(
             "--checkpoint",
             str(ckpt),
         ]
-        assert interpolate_twoframe.main(argv) == 1, name
+        assert interpolate_twoframe.main(argv) == 2, name
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
         assert phrase in err and (path.name in err), (name, err)
         assert not out.exists(), name
     argv = ["--first_frame", str(good), "--second_frame", str(good), "--output_frame", str(out)]
-    assert interpolate_twoframe.main([*argv, "--checkpoint", str(tmp_path / "nope.pth")]) == 1
+    assert interpolate_twoframe.main([*argv, "--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert "nope.pth: checkpoint not found" in capsys.readouterr().err
-    assert interpolate_twoframe.main([*argv, "--checkpoint", str(ckpt), "--precision", "fp16", "--device", "cpu"]) == 1
+    assert interpolate_twoframe.main([*argv, "--checkpoint", str(ckpt), "--precision", "fp16", "--device", "cpu"]) == 2
     assert "fp16 is not supported on the CPU" in capsys.readouterr().err
-    assert interpolate_twoframe.main([*argv, "--checkpoint", str(ckpt), "--kernel_size", "11"]) == 1
+    assert interpolate_twoframe.main([*argv, "--checkpoint", str(ckpt), "--kernel_size", "11"]) == 2
     assert "but compressed_adacof F11/D1 was asked for" in capsys.readouterr().err
     assert not out.exists()
 
@@ -222,6 +227,160 @@ def test_twoframe_odd_size_and_tiling(tmp_path: Path, ckpt: Path) -> None:
     untiled, tiled = load_rgb(outs["0"]), load_rgb(outs["96"])
     assert untiled.shape == tiled.shape == (3, 97, 131)
     assert psnr(tiled, untiled) > 35.0
+
+
+def _readme_pair(folder: Path, frames: list[torch.Tensor]) -> None:
+    """``imgs/0.png`` and ``imgs/1.png`` under ``folder``, as the published README's command names them."""
+    (folder / "imgs").mkdir()
+    save_rgb(folder / "imgs" / "0.png", frames[0])
+    save_rgb(folder / "imgs" / "1.png", frames[1])
+
+
+README_COMMAND = shlex.split(
+    "--gpu_id 0 --first_frame imgs/0.png --second_frame imgs/1.png --output_frame ./output.png"
+)
+"""The published README's two-frame command, flags as written."""
+
+GPU_NOTE = "note: --gpu_id 0: no CUDA GPU available; running on the CPU"
+
+
+def test_published_readme_command_runs_on_the_cpu(
+    tmp_path: Path, frames: list[torch.Tensor], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#22: without CUDA, ``--gpu_id 0`` runs on the CPU with one line saying so (it used to exit 1)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    monkeypatch.setattr(cdfi.inference.cli, "DEFAULT_CHECKPOINT", save_lively(ckpt_dir / "CDFI_adacof.pth"))
+    monkeypatch.chdir(tmp_path)
+    _readme_pair(tmp_path, frames)
+    assert interpolate_twoframe.main(README_COMMAND) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "CPU" in line or "cuda" in line.lower()] == [GPU_NOTE], err
+    assert any(line.startswith("model compressed_adacof_F_5_D_1 from") and " on cpu (" in line for line in err), err
+    got = load_rgb(tmp_path / "output.png")
+    assert psnr(got, reference_middle(lively_model(), frames[0], frames[1])) > 30.0  # bf16 where native
+
+
+def test_published_readme_command_as_a_process_without_cuda(tmp_path: Path, frames: list[torch.Tensor]) -> None:
+    """The script itself, CUDA hidden, the default checkpoint (the published file or the shipped one)."""
+    if (
+        not cdfi.inference.cli.DEFAULT_CHECKPOINT.is_file()
+        and not (cdfi.io.paths.CHECKPOINT_DIR / cdfi.io.paths.SHIPPED_CHECKPOINTS["CDFI_adacof.pth"]).is_file()
+    ):
+        pytest.skip("neither checkpoints/CDFI_adacof.pth nor the shipped replacement is present")
+    _readme_pair(tmp_path, frames)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    script = Path(interpolate_twoframe.__file__).resolve()
+    run = subprocess.run(
+        [sys.executable, str(script), *README_COMMAND], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert GPU_NOTE in run.stderr.splitlines() and "Traceback" not in run.stderr
+    assert f"wrote {(tmp_path / 'output.png').resolve()} ({W}x{H}" in run.stdout
+    assert load_rgb(tmp_path / "output.png").shape == (3, H, W)
+
+
+def test_published_variant_flags_that_do_not_fit_name_the_flags(
+    tmp_path: Path, ckpt: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The published defaults --kernel_size 11 --dilation 2 (CDFI) against an F5/D1 file: one line naming the
+    flags and the values that fit, exit 2, nothing written; AdaCoF-pytorch's --model adacofnet is adacof."""
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    out = tmp_path / "mid.png"
+    cases = {
+        ("--kernel_size", "11", "--dilation", "2"): "use --kernel_size 5 --dilation 1 or leave the flags out",
+        ("--model", "adacofnet"): "use --model compressed_adacof or leave the flags out",
+        ("--model", "cdfi_adacof", "--dilation", "2"): "use --model compressed_adacof --dilation 1 or leave",
+    }
+    for flags, advice in cases.items():
+        assert interpolate_twoframe.main([*_twoframe_argv(a, b, out, ckpt), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {' '.join(flags).replace('adacofnet', 'adacof')}: {ckpt}: ") and advice in err
+        assert err.count("\n") == 1 and not out.exists(), err
+    for bad in (["--kernel_size", "0"], ["--dilation", "-1"]):
+        assert interpolate_twoframe.main([*_twoframe_argv(a, b, out, ckpt), *bad]) == 2
+        assert capsys.readouterr().err == f"error: {bad[0]} must be at least 1, got {bad[1]}\n"
+    with pytest.raises(SystemExit) as info:
+        interpolate_twoframe.main([*_twoframe_argv(a, b, out, ckpt), "--model", "gridnet"])
+    assert info.value.code == 2 and not out.exists()
+
+
+def lively_adacof(kernel_size: int, dilation: int) -> torch.nn.Module:
+    """Full-width AdaCoF with seeded Kaiming weights (zero biases): outputs that depend on the dilation."""
+    torch.manual_seed(1)
+    model = cdfi_models.make_model("adacof", kernel_size, dilation)
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(mod.bias)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def adacof_pytorch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An AdaCoF-pytorch run folder: ckpt.pth ({'epoch', 'state_dict'}, no metadata) and its config.txt
+    (two runs appended, the last with kernel_size 5 and dilation 2)."""
+    folder = tmp_path_factory.mktemp("kernelsize_5")
+    torch.save({"epoch": 50, "state_dict": lively_adacof(5, 2).state_dict()}, folder / "ckpt.pth")
+    (folder / "config.txt").write_text(
+        "2019-09-20-09:55:47\n\nmodel: adc\nkernel_size: 9\n\n"
+        "2019-09-23-16:30:39\n\nmodel: adc\nkernel_size: 5\ndilation: 2\nflow_num: 30\n\n"
+    )
+    return folder
+
+
+def test_adacof_pytorch_config(
+    tmp_path: Path, adacof_pytorch_run: Path, frames: list[torch.Tensor], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--config: the ckpt.pth beside it loads as AdaCoF with the config's kernel size and dilation (D2 here,
+    which the weights alone cannot show: the published rule would make an F5 file D1)."""
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    config = adacof_pytorch_run / "config.txt"
+    want = reference_middle(lively_adacof(5, 2), frames[0], frames[1])
+    d1 = cdfi_models.make_model("adacof", 5, 1)
+    d1.load_state_dict(lively_adacof(5, 2).state_dict())
+    assert psnr(want, reference_middle(d1.eval(), frames[0], frames[1])) < 40  # the dilation matters
+    base = ["--first_frame", str(a), "--second_frame", str(b), "--device", "cpu", "--precision", "fp32"]
+    agreeing = (["--config", str(config)], ["--config", str(config), "--model", "adacofnet", "--kernel_size", "5"])
+    for i, flags in enumerate(agreeing):
+        out = tmp_path / f"mid{i}.png"
+        assert interpolate_twoframe.main([*base, "--output_frame", str(out), *flags]) == 0, flags
+        err = capsys.readouterr().err
+        assert f"model adacof_F_5_D_2 from {adacof_pytorch_run / 'ckpt.pth'} on cpu (fp32)" in err, err
+        assert float((load_rgb(out) - want).abs().max()) <= 1 / 255 + 1e-6
+
+
+def test_adacof_pytorch_config_that_does_not_fit_is_bad_input(
+    tmp_path: Path,
+    adacof_pytorch_run: Path,
+    ckpt: Path,
+    frames: list[torch.Tensor],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a, b = save_rgb(tmp_path / "a.png", frames[0]), save_rgb(tmp_path / "b.png", frames[1])
+    config = adacof_pytorch_run / "config.txt"
+    out = tmp_path / "mid.png"
+    argv = ["--first_frame", str(a), "--second_frame", str(b), "--output_frame", str(out), "--config", str(config)]
+    cases = [
+        (["--kernel_size", "11"], f"--kernel_size 11 disagrees with {config}, which gives kernel_size 5; drop"),
+        (["--dilation", "1"], f"--dilation 1 disagrees with {config}, which gives dilation 2; drop --dilation"),
+        (["--model", "cdfi_adacof"], "--config loads an AdaCoF-pytorch checkpoint (model adacof); drop --model"),
+        (["--checkpoint", str(ckpt)], f"--config {config}: {ckpt}: checkpoint holds compressed_adacof F5/D1"),
+        (["--checkpoint", str(tmp_path / "none.pth")], "none.pth: checkpoint not found"),
+    ]
+    for flags, phrase in cases:
+        assert interpolate_twoframe.main([*argv, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and phrase in err and err.count("\n") == 1, (flags, err)
+    missing = tmp_path / "elsewhere" / "config.txt"
+    assert interpolate_twoframe.main([*argv[:-1], str(missing)]) == 2
+    assert f"{missing}: cannot read AdaCoF config" in capsys.readouterr().err
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "config.txt").write_text("kernel_size: 5\n")
+    assert interpolate_twoframe.main([*argv[:-1], str(tmp_path / "only" / "config.txt")]) == 2
+    assert f"{tmp_path / 'only' / 'ckpt.pth'}: checkpoint not found" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # --- interpolate_video.py ------------------------------------------------------------------------
@@ -549,7 +708,7 @@ def test_twoframe_folder_and_huge_image_as_input(
     bomb = png_bomb(tmp_path / "bomb.png", 20000, 20000)
     out = tmp_path / "mid.png"
     for bad, phrase in ((tmp_path, "is a folder"), (bomb, "image too large")):
-        assert interpolate_twoframe.main(_twoframe_argv(bad, good, out, ckpt)) == 1
+        assert interpolate_twoframe.main(_twoframe_argv(bad, good, out, ckpt)) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {bad}: {phrase}") and err.count("\n") == 1, err
         assert not out.exists()
@@ -636,5 +795,5 @@ def test_evaluation_ctrl_c_exits_130_without_results(
     rc = script.main(["--checkpoint", str(ckpt), "--out_dir", str(out_dir), "--no_progress"])  # type: ignore[attr-defined]
     err = capsys.readouterr().err
     assert rc == 130 and "Traceback" not in err, err
-    assert err.splitlines() == ["interrupted; results.json was not written"]
+    assert [line for line in err.splitlines() if line] == ["interrupted; results.json was not written"]
     assert not out_dir.exists()

@@ -1,5 +1,6 @@
 """The inference API: pairs and batches against direct model calls, 2^k sequences against an explicit
-recursion, scene cuts, tiling (plan, blending weights, agreement with untiled), precision, errors."""
+recursion, scene cuts, tiling (plan, blending weights, agreement with untiled), precision, errors, the
+typed runtime and options against the keyword shorthand, checkpoints without metadata."""
 
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ import pytest
 import torch
 from inference_helpers import example_frames, lively_model, psnr, reference_middle, save_lively
 
-import cdfi.inference.interpolator as interpolator
-from cdfi.inference.interpolator import (
-    InterpolationError,
-    Interpolator,
-    bytes_per_pixel,
-    plan_tiles,
-    ramp,
-    tile_starts,
-)
+import cdfi.inference.tiling as tiling
+from cdfi.inference.ensemble import SelfEnsemble
+from cdfi.inference.interpolator import InterpolationError, Interpolator
+from cdfi.inference.prealign import Prealigned
+from cdfi.inference.stack import InferenceOptions
+from cdfi.inference.tiling import bytes_per_pixel, plan_tiles, ramp, tile_starts
 from cdfi.io.checkpoint import CheckpointError
+from cdfi.runtime import Runtime
 from cdfi.runtime.precision import PrecisionError, cpu_has_native_bf16
+from models import make_model
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_from_checkpoint_detects_variant(tmp_path: Path, model: torch.nn.Module,
         interp.interpolate(frames[0], frames[1]), reference_middle(model, frames[0], frames[1]), atol=2e-5, rtol=0
     )
     with pytest.raises(CheckpointError, match="cdfi_adacof"):
-        Interpolator.from_checkpoint(path, name="cdfi_adacof", device="cpu")
+        Interpolator.from_checkpoint(path, model="cdfi_adacof", device="cpu")
 
 
 class Average(torch.nn.Module):
@@ -235,10 +235,68 @@ def test_out_of_memory_becomes_a_hint() -> None:
 def test_cpu_memory_budget_follows_available_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       8000000 kB\nMemAvailable:   6000000 kB\n")
-    assert interpolator.available_ram(meminfo) == 6000000 * 1024
-    assert interpolator.available_ram(tmp_path / "missing") is None
+    assert tiling.available_ram(meminfo) == 6000000 * 1024
+    assert tiling.available_ram(tmp_path / "missing") is None
     for kib, budget in ((6_000_000, 6_000_000 * 1024 // 4), (100_000, 1 << 30), (64_000_000, 4 << 30)):
-        monkeypatch.setattr(interpolator, "available_ram", lambda kib=kib: kib * 1024)
-        assert interpolator.default_memory_budget(torch.device("cpu")) == budget
-    monkeypatch.setattr(interpolator, "available_ram", lambda: None)
-    assert interpolator.default_memory_budget(torch.device("cpu")) == 2 << 30
+        monkeypatch.setattr(tiling, "available_ram", lambda kib=kib: kib * 1024)
+        assert tiling.default_memory_budget(torch.device("cpu")) == budget
+    monkeypatch.setattr(tiling, "available_ram", lambda: None)
+    assert tiling.default_memory_budget(torch.device("cpu")) == 2 << 30
+
+
+def test_typed_runtime_and_options_match_the_shorthand(model: torch.nn.Module, frames: list[torch.Tensor]) -> None:
+    a, b = frames[0], frames[1]
+    typed = Interpolator(model, Runtime(torch.device("cpu"), "fp32"), InferenceOptions(ensemble=2), tile=None)
+    short = Interpolator(model, device="cpu", precision="fp32", ensemble=2, tile=None)
+    assert typed.runtime == short.runtime == Runtime(torch.device("cpu"), "fp32", None)
+    assert typed.options == short.options == InferenceOptions(prealign=False, ensemble=2)
+    assert (typed.device, typed.precision, typed.ensemble, typed.prealign) == (torch.device("cpu"), "fp32", 2, False)
+    want = (reference_middle(model, a, b) + reference_middle(model, b, a)) / 2
+    torch.testing.assert_close(typed.interpolate(a, b), want, atol=2e-3, rtol=0)
+    torch.testing.assert_close(typed.interpolate(a, b), short.interpolate(a, b), atol=0, rtol=0)
+    assert typed.describe() == "cpu (fp32, self-ensemble of 2)"
+    # The stack is the one cdfi.inference.stack builds: ensemble around pre-alignment around the model.
+    both = Interpolator(model, device="cpu", options=None, ensemble=4, prealign=True, tile=None)
+    assert isinstance(both.net, SelfEnsemble) and isinstance(both.net.model, Prealigned)
+    assert both.net.model.model is both.model
+    assert Interpolator(model, device="cpu", tile=None).net is Interpolator(model, device="cpu", tile=None).model
+
+
+def test_shorthand_defaults_and_misuse(model: torch.nn.Module) -> None:
+    plain = Interpolator(model, device="cpu", tile=None)
+    assert plain.runtime.precision == "fp32" and plain.options == InferenceOptions()
+    cpu = Runtime(torch.device("cpu"), "fp32")
+    with pytest.raises(TypeError, match="either runtime or device/precision"):
+        Interpolator(model, cpu, device="cpu")
+    with pytest.raises(TypeError, match="either options or ensemble/prealign"):
+        Interpolator(model, cpu, InferenceOptions(), prealign=True)
+    with pytest.raises(TypeError, match="runtime must be a cdfi.runtime.Runtime, got str"):
+        Interpolator(model, "cpu")  # type: ignore[arg-type]
+
+
+def test_from_checkpoint_checks_settings_before_reading(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(InterpolationError, match="tile 16 is too small"):
+        Interpolator.from_checkpoint(missing, device="cpu", tile=16)
+    with pytest.raises(InterpolationError, match="batch_size must be >= 1"):
+        Interpolator.from_checkpoint(missing, device="cpu", batch_size=0)
+    with pytest.raises(PrecisionError, match="fp16"):
+        Interpolator.from_checkpoint(missing, device="cpu", precision="fp16")
+    with pytest.raises(CheckpointError, match="missing.pth: checkpoint not found"):
+        Interpolator.from_checkpoint(missing, runtime=Runtime(torch.device("cpu")))
+
+
+def test_from_checkpoint_assumes_the_dilation_of_files_without_metadata(
+    tmp_path: Path, model: torch.nn.Module, frames: list[torch.Tensor]
+) -> None:
+    """A bare state dict of F5 weights is D1 by the published rule; ``assume_dilation`` makes it D2."""
+    path = tmp_path / "bare.pth"
+    torch.save({"epoch": 1, "state_dict": model.state_dict()}, path)
+    d1 = Interpolator.from_checkpoint(path, device="cpu", tile=None)
+    d2 = Interpolator.from_checkpoint(path, device="cpu", tile=None, assume_dilation=2)
+    assert (d1.variant, d2.variant) == ("compressed_adacof_F_5_D_1", "compressed_adacof_F_5_D_2")
+    wide = make_model("compressed_adacof", 5, 2)
+    wide.load_state_dict(model.state_dict())
+    want = reference_middle(wide.eval(), frames[0], frames[1])
+    torch.testing.assert_close(d2.interpolate(frames[0], frames[1]), want, atol=2e-5, rtol=0)
+    assert psnr(want, reference_middle(model, frames[0], frames[1])) < 45  # the dilation matters

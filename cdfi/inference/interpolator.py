@@ -1,19 +1,21 @@
 """Inference API shared by every user-facing script: load a model once, then interpolate.
 
-``Interpolator`` wraps a CDFI/AdaCoF model with what users need around it: the device (CUDA when
-available), the numeric precision (through ``cdfi.runtime.precision``), batching of independent pairs,
-slow motion by a factor 2^k (recursive midpoints), and tiled processing for frames too large for
-memory.
+``Interpolator`` wraps a CDFI/AdaCoF model with what users need around it: where and how it runs (a
+``cdfi.runtime.Runtime``: device, precision, threads), what wraps it (``InferenceOptions``:
+pre-alignment, self-ensemble; the stack is built by ``cdfi.inference.stack``), batching of
+independent pairs, slow motion by a factor 2^k (recursive midpoints), and tiled processing for frames
+too large for memory (``cdfi.inference.tiling``).
 
-Tiling. The kernel-estimation network is a 5-level U-Net, so every output pixel depends on a wide
-neighbourhood, and the warp offsets can reach far. Tiles therefore overlap generously; every tile
-starts on a multiple of 32 so that it sees the same pooling grid as the whole frame, the last tile of
-a row or column ends at the frame border (where it gets the same reflect padding as the whole frame),
-and overlapping outputs are blended with linear ramps that discard the outermost quarter of the
-overlap of each tile, where its missing context matters most. The ramps form a partition of unity,
-so a pixel covered by one tile gets exactly that tile's value.
+Scripts resolve their flags once and pass typed values::
 
->>> interp = Interpolator.from_checkpoint("checkpoints/CDFI_adacof.pth")
+    runtime = resolve_runtime(args)                       # --device/--gpu_id/--precision/--threads
+    interp = Interpolator.from_checkpoint(path, runtime=runtime, options=InferenceOptions(ensemble=2))
+
+From Python, the plain keywords ``device`` (default auto: CUDA when available), ``precision`` (default
+fp32), ``ensemble`` and ``prealign`` are a shorthand that resolves through ``resolve_runtime`` and
+``InferenceOptions``; give either those or ``runtime``/``options``, not both:
+
+>>> interp = Interpolator.from_checkpoint("checkpoints/CDFI_adacof.pth", device="cpu")
 >>> middle = interp.interpolate(frame0, frame1)            # (3, H, W) in [0, 1]
 >>> frames = list(interp.interpolate_sequence(video, 4))   # 3 new frames between each pair
 """
@@ -21,233 +23,181 @@ so a pixel covered by one tile gets exactly that tile's value.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cdfi.inference.ensemble import ENSEMBLE_SIZES, with_ensemble
-from cdfi.inference.prealign import with_prealign
+from cdfi.inference.ensemble import ENSEMBLE_SIZES
+from cdfi.inference.frames import InterpolationError, as_batch, check_pair, scene_change
+from cdfi.inference.stack import InferenceOptions, build_inference_stack
+from cdfi.inference.tiling import (
+    DEFAULT_OVERLAP,
+    TileSetting,
+    auto_tile_size,
+    bytes_per_pixel,
+    check_tile_setting,
+    default_memory_budget,
+    run_tiled,
+)
 from cdfi.io.checkpoint import load_model
-from cdfi.runtime.precision import autocast, prepare_model, resolve_precision, to_memory_format, use_channels_last
+from cdfi.runtime import DeviceError, Runtime, resolve_runtime
+from cdfi.runtime.precision import to_memory_format, use_channels_last
 from models import variant_name
-
-ALIGN = 32
-"""Tile origins and strides are multiples of this (the models' pooling depth)."""
-
-DEFAULT_OVERLAP = 128
-"""Overlap of neighbouring tiles in pixels; see ``tests/test_interpolator.py`` for the agreement it buys."""
-
-MIN_TILE = 128
-"""Smallest tile the automatic choice picks."""
 
 FACTORS = (1, 2, 4, 8, 16, 32, 64)
 """Slow-motion factors accepted by ``interpolate_sequence`` (powers of two)."""
 
 
-class InterpolationError(ValueError):
-    """Frames or settings the interpolator cannot work with; the message is one line."""
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else the CPU. An explicit CUDA device must exist."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def runtime_from(
+    runtime: Runtime | None = None, device: str | torch.device | None = None, precision: str | None = None
+) -> Runtime:
+    """``runtime`` itself, or one resolved from the ``device``/``precision`` shorthand (device auto,
+    precision fp32 when left out). Both at once is a ``TypeError``; a device that cannot be used is an
+    ``InterpolationError``, a precision it cannot run a ``PrecisionError``."""
+    if runtime is not None:
+        if not isinstance(runtime, Runtime):
+            raise TypeError(f"runtime must be a cdfi.runtime.Runtime, got {type(runtime).__name__}")
+        if device is not None or precision is not None:
+            raise TypeError("give either runtime or device/precision, not both")
+        return runtime
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InterpolationError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InterpolationError(f"device {device} asked for, but no CUDA GPU is available; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InterpolationError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA GPU(s))")
-    elif dev.type != "cpu":
-        raise InterpolationError(f"device type {dev.type!r} is not supported; use cpu or cuda")
-    return dev
+        return resolve_runtime(device=device, precision="fp32" if precision is None else precision, announce=False)
+    except DeviceError as exc:
+        raise InterpolationError(str(exc)) from None
 
 
-def bytes_per_pixel(model: nn.Module, precision: str = "fp32") -> int:
-    """Rough peak activation memory of one forward pass per input pixel (batch 1).
-
-    Measured on the CPU in fp32 (peak RSS at 256x256 and 512x512): about 2.1 kB for AdaCoF and
-    compressed AdaCoF F5/D1 and 5.8 kB for CDFI F11/D2. The heads emit 6 maps of F*F channels at full
-    resolution, which dominates; the formula errs on the large side. Reduced precision saves on the
-    convolutions only, hence the modest discount.
-    """
-    taps = getattr(model, "kernel_size", 11) ** 2
-    per_px = 1200 + 36 * taps
-    if getattr(model, "model_name", "") == "cdfi_adacof":
-        per_px += 1200
-    return int(per_px * (0.75 if precision in ("bf16", "fp16") else 1.0))
-
-
-def available_ram(meminfo: str | Path = "/proc/meminfo") -> int | None:
-    """Bytes of RAM available to new allocations (``MemAvailable``), ``None`` where unknown."""
-    try:
-        for line in Path(meminfo).read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+def options_from(
+    options: InferenceOptions | None = None, ensemble: int | None = None, prealign: bool | None = None
+) -> InferenceOptions:
+    """``options`` itself, or ``InferenceOptions`` from the ``ensemble``/``prealign`` shorthand (1 and off
+    when left out). Both at once is a ``TypeError``; an ensemble size not in 1, 2, 4, 8 an
+    ``InterpolationError``."""
+    if options is not None:
+        if not isinstance(options, InferenceOptions):
+            raise TypeError(f"options must be an InferenceOptions, got {type(options).__name__}")
+        if ensemble is not None or prealign is not None:
+            raise TypeError("give either options or ensemble/prealign, not both")
+        return options
+    size = 1 if ensemble is None else ensemble
+    if size not in ENSEMBLE_SIZES:
+        raise InterpolationError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {size}")
+    return InferenceOptions(prealign=bool(prealign), ensemble=size)
 
 
-def default_memory_budget(device: torch.device) -> int:
-    """Bytes of activations one forward pass may use. GPU: 60% of its free memory. CPU: a quarter of the
-    available RAM, between 1 and 4 GiB (2 GiB where unknown). Measured for CDFI F11/D2 in fp32: a 4K
-    pair with a 2 GiB budget (544 px tiles) peaked at 3.5 GiB RSS; one 768 px tile (the 4 GiB choice)
-    peaks at 4.05 GiB, so a 4K pair stays near 4.5 GiB, inside the 8 GB goal, while machines with
-    room to spare get fewer, larger tiles (less overlap work)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
-    ram = available_ram()
-    if ram is None:
-        return 2 << 30
-    return int(min(max(ram // 4, 1 << 30), 4 << 30))
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: rows ``y0:y1`` and columns ``x0:x1`` of the frame."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.y1 - self.y0, self.x1 - self.x0
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Origins of tiles along one axis: multiples of 32, consecutive tiles overlapping by at least
-    ``overlap``, the last one ending at ``length`` (and possibly shorter than ``tile``)."""
-    if length <= tile:
-        return [0]
-    stride = (tile - overlap) // ALIGN * ALIGN
-    if stride < ALIGN:
-        raise InterpolationError(f"tile {tile} is too small for an overlap of {overlap} px (needs >= overlap + 32)")
-    starts = [0]
-    while starts[-1] + tile < length:
-        starts.append(starts[-1] + stride)
-    return starts
-
-
-def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
-    """All tiles covering a frame, row by row."""
-    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    return [Tile(y, min(y + tile, height), x, min(x + tile, width)) for y in rows for x in cols]
-
-
-def ramp(length: int, ramp_start: bool, ramp_end: bool, overlap: int) -> torch.Tensor:
-    """1-D blending weights of a tile side: 1 inside, a linear ramp over the middle half of the overlap
-    at each edge shared with a neighbour, 0 on the outer quarter. Two neighbours' ramps sum to 1."""
-    margin = overlap // 4
-    width = max(overlap - 2 * margin, 1)
-    w = torch.ones(length)
-    d = torch.arange(length, dtype=torch.float32)
-    if ramp_start:
-        w = torch.minimum(w, ((d - margin + 0.5) / width).clamp(0, 1))
-    if ramp_end:
-        w = torch.minimum(w, ((length - 1 - d - margin + 0.5) / width).clamp(0, 1))
-    return w
-
-
-def scene_change(frame0: torch.Tensor, frame1: torch.Tensor) -> float:
-    """Mean absolute difference of two frames on a 0-255 scale (a cheap scene-cut score)."""
-    return float((frame0.float() - frame1.float()).abs().mean()) * 255.0
-
-
-def _as_batch(frame: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(frame, torch.Tensor):
-        raise InterpolationError(f"{name} must be a tensor, got {type(frame).__name__}")
-    if frame.dim() == 3:
-        frame = frame.unsqueeze(0)
-    if frame.dim() != 4 or frame.shape[1] != 3:
-        raise InterpolationError(f"{name} must be (3, H, W) or (N, 3, H, W), got shape {tuple(frame.shape)}")
-    if not frame.is_floating_point():
-        raise InterpolationError(f"{name} must be a float tensor in [0, 1], got {frame.dtype}")
-    return frame
-
-
-def check_pair(frame0: torch.Tensor, frame1: torch.Tensor) -> None:
-    """Raise ``InterpolationError`` unless two frames can be interpolated (same shape, >= 17 px)."""
-    a, b = _as_batch(frame0, "frame0"), _as_batch(frame1, "frame1")
-    if a.shape != b.shape:
-        raise InterpolationError(
-            f"frames differ in size: {a.shape[-1]}x{a.shape[-2]} vs {b.shape[-1]}x{b.shape[-2]}"
-            + (f" (batch {a.shape[0]} vs {b.shape[0]})" if a.shape[0] != b.shape[0] else "")
-        )
-    h, w = a.shape[-2:]
-    if min(h, w) < ALIGN // 2 + 1:
-        raise InterpolationError(f"frames of {w}x{h} are too small; both sides need at least {ALIGN // 2 + 1} px")
+def _check_settings(tile: TileSetting, overlap: int, batch_size: int) -> int | str | None:
+    if overlap < 0:
+        raise InterpolationError(f"overlap must be >= 0, got {overlap}")
+    if batch_size < 1:
+        raise InterpolationError(f"batch_size must be >= 1, got {batch_size}")
+    return check_tile_setting(tile)
 
 
 class Interpolator:
-    """A loaded model plus device, precision, batching and tiling; see the module docstring."""
+    """A loaded model plus its runtime, inference options, batching and tiling; see the module docstring."""
 
     def __init__(
         self,
         model: nn.Module,
-        device: str | torch.device | None = None,
-        precision: str | None = "fp32",
-        tile: int | str | None = "auto",
+        runtime: Runtime | None = None,
+        options: InferenceOptions | None = None,
+        *,
+        tile: TileSetting = "auto",
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int = 1,
         memory_budget: int | None = None,
-        ensemble: int = 1,
-        prealign: bool = False,
+        device: str | torch.device | None = None,
+        precision: str | None = None,
+        ensemble: int | None = None,
+        prealign: bool | None = None,
     ) -> None:
-        """``tile``: ``"auto"`` tiles only when a frame would exceed ``memory_budget`` bytes of
-        activations; an int forces tiles of that size (rounded down to a multiple of 32); ``None`` or
-        0 never tiles. ``precision``: fp32, bf16, fp16 or auto (see ``cdfi.runtime.precision``).
-        ``ensemble``: 1, 2, 4 or 8 flipped/time-reversed passes averaged per call (``cdfi.inference.ensemble``);
-        ``prealign``: coarse-to-fine pre-alignment for large motion (``cdfi.inference.prealign``)."""
-        self.device = pick_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        if isinstance(tile, str) and tile != "auto":
-            raise InterpolationError(f"tile must be 'auto', a size in pixels or 0, got {tile!r}")
-        if isinstance(tile, int) and tile and tile < 2 * ALIGN:
-            raise InterpolationError(f"tile {tile} is too small; use at least {2 * ALIGN} px (or 0 for no tiling)")
-        if overlap < 0:
-            raise InterpolationError(f"overlap must be >= 0, got {overlap}")
-        if batch_size < 1:
-            raise InterpolationError(f"batch_size must be >= 1, got {batch_size}")
-        if ensemble not in ENSEMBLE_SIZES:
-            raise InterpolationError(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {ensemble}")
-        self.tile = tile if tile == "auto" else (int(tile) // ALIGN * ALIGN if tile else None)
+        """``runtime``: where and how to run (see ``runtime_from`` for the ``device``/``precision``
+        shorthand); ``options``: pre-alignment and self-ensemble (or the ``ensemble``/``prealign``
+        shorthand, see ``options_from``). ``tile``: ``"auto"`` tiles only when a frame would exceed
+        ``memory_budget`` bytes of activations (default: ``default_memory_budget`` of the device); an
+        int forces tiles of that size (rounded down to a multiple of 32); ``None`` or 0 never tiles.
+        ``overlap``: of neighbouring tiles in px; ``batch_size``: pairs per model call."""
+        self.tile = _check_settings(tile, overlap, batch_size)
+        self.runtime = runtime_from(runtime, device, precision)
+        self.options = options_from(options, ensemble, prealign)
         self.overlap = int(overlap)
         self.batch_size = int(batch_size)
         self.memory_budget = memory_budget or default_memory_budget(self.device)
         self.channels_last = use_channels_last(self.device, self.precision)
-        self.model = prepare_model(model.eval(), self.device, self.precision, channels_last=self.channels_last)
+        self.model, self.net = build_inference_stack(
+            model, self.runtime, self.options, channels_last=self.channels_last
+        )
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.net = with_ensemble(with_prealign(self.model, prealign), ensemble)
-        self.ensemble, self.prealign = ensemble, prealign
         self.calls = 0
 
     @classmethod
     def from_checkpoint(
         cls,
         path: str | Path,
-        name: str | None = None,
+        model: str | None = None,
         kernel_size: int | None = None,
         dilation: int | None = None,
-        **kwargs: object,
+        *,
+        runtime: Runtime | None = None,
+        options: InferenceOptions | None = None,
+        tile: TileSetting = "auto",
+        overlap: int = DEFAULT_OVERLAP,
+        batch_size: int = 1,
+        memory_budget: int | None = None,
+        assume_dilation: int | None = None,
+        device: str | torch.device | None = None,
+        precision: str | None = None,
+        ensemble: int | None = None,
+        prealign: bool | None = None,
     ) -> Interpolator:
-        """Load the checkpoint's variant (detected from the file; given values must agree)."""
-        return cls(load_model(path, name, kernel_size, dilation), **kwargs)  # type: ignore[arg-type]
+        """Load the checkpoint's variant (detected from the file; ``model``, ``kernel_size`` and
+        ``dilation``, where given, must agree) and wrap it. The settings, runtime and options are
+        checked before the file is read. ``assume_dilation``: the dilation of a file without metadata
+        (an AdaCoF-pytorch ``ckpt.pth``, from its ``config.txt``); other keywords as for ``__init__``."""
+        _check_settings(tile, overlap, batch_size)
+        runtime = runtime_from(runtime, device, precision)
+        options = options_from(options, ensemble, prealign)
+        loaded = load_model(path, model, kernel_size, dilation, assume_dilation=assume_dilation)
+        return cls(
+            loaded,
+            runtime,
+            options,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        """The runtime's device."""
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        """The runtime's resolved precision (fp32, bf16 or fp16)."""
+        return self.runtime.precision
+
+    @property
+    def ensemble(self) -> int:
+        """Self-ensemble size (1: the plain model)."""
+        return self.options.ensemble
+
+    @property
+    def prealign(self) -> bool:
+        """Whether inputs are pre-aligned."""
+        return self.options.prealign
 
     @property
     def variant(self) -> str:
         """Published-style variant name, e.g. ``cdfi_adacof_F_11_D_2``."""
         m = self.model
         return variant_name(getattr(m, "model_name", type(m).__name__), m.kernel_size, m.dilation)
+
+    def describe(self) -> str:
+        """``cpu (fp32, self-ensemble of 2)``: the device, precision and options, for a command's one line."""
+        return f"{self.device} ({', '.join([self.precision, *self.options.describe()])})"
 
     def tile_size(self, height: int, width: int, batch: int = 1) -> int | None:
         """The tile size used for frames of this size, ``None`` when they go through whole."""
@@ -256,11 +206,7 @@ class Interpolator:
         if self.tile != "auto":
             return self.tile if max(height, width) > self.tile else None
         per_px = bytes_per_pixel(self.model, self.precision) * batch
-        padded = (-(-height // ALIGN) * ALIGN) * (-(-width // ALIGN) * ALIGN)
-        if padded * per_px <= self.memory_budget:
-            return None
-        side = int((self.memory_budget / per_px) ** 0.5) // ALIGN * ALIGN
-        return max(side, MIN_TILE, self.overlap + 2 * ALIGN)
+        return auto_tile_size(height, width, per_px, self.memory_budget, self.overlap)
 
     # --- single pairs and batches -------------------------------------------------------------
 
@@ -269,7 +215,7 @@ class Interpolator:
         float32, clamped to [0, 1]."""
         check_pair(frame0, frame1)
         single = frame0.dim() == 3
-        a, b = _as_batch(frame0, "frame0"), _as_batch(frame1, "frame1")
+        a, b = as_batch(frame0, "frame0"), as_batch(frame1, "frame1")
         out = torch.cat(
             [
                 self._run(a[i : i + self.batch_size], b[i : i + self.batch_size]).to(frame0.device)
@@ -424,23 +370,14 @@ class Interpolator:
         tile = self.tile_size(h, w, n)
         if tile is None:
             return self._forward(frame0, frame1)
-        out = torch.zeros(n, 3, h, w)
-        weight = torch.zeros(1, 1, h, w)
-        for t in plan_tiles(h, w, tile, self.overlap):
-            rows = ramp(t.y1 - t.y0, t.y0 > 0, t.y1 < h, self.overlap)
-            cols = ramp(t.x1 - t.x0, t.x0 > 0, t.x1 < w, self.overlap)
-            mask = (rows[:, None] * cols[None, :])[None, None]
-            part = self._forward(frame0[..., t.y0 : t.y1, t.x0 : t.x1], frame1[..., t.y0 : t.y1, t.x0 : t.x1])
-            out[..., t.y0 : t.y1, t.x0 : t.x1] += part.cpu() * mask
-            weight[..., t.y0 : t.y1, t.x0 : t.x1] += mask
-        return out.div_(weight).clamp_(0, 1)
+        return run_tiled(self._forward, frame0, frame1, tile, self.overlap)
 
     def _forward(self, frame0: torch.Tensor, frame1: torch.Tensor) -> torch.Tensor:
-        """One model call on the device under the chosen precision."""
+        """One call of the inference stack on the device under the runtime's precision."""
         a = to_memory_format(frame0.to(self.device, torch.float32), self.channels_last)
         b = to_memory_format(frame1.to(self.device, torch.float32), self.channels_last)
         try:
-            with torch.no_grad(), autocast(self.device, self.precision):
+            with torch.no_grad(), self.runtime.autocast():
                 out = self.net(a, b)
         except RuntimeError as exc:  # torch.OutOfMemoryError on CUDA; a plain RuntimeError on the CPU
             if not isinstance(exc, torch.OutOfMemoryError) and "can't allocate memory" not in str(exc):
@@ -475,16 +412,11 @@ def _interleave(row: list[torch.Tensor], mids: Iterator[torch.Tensor]) -> list[t
 __all__ = [
     "DEFAULT_OVERLAP",
     "FACTORS",
+    "InferenceOptions",
     "InterpolationError",
     "Interpolator",
-    "Tile",
-    "available_ram",
-    "bytes_per_pixel",
     "check_pair",
-    "default_memory_budget",
-    "pick_device",
-    "plan_tiles",
-    "ramp",
+    "options_from",
+    "runtime_from",
     "scene_change",
-    "tile_starts",
 ]

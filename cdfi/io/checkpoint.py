@@ -31,6 +31,15 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the requested model."""
 
 
+class VariantMismatchError(CheckpointError):
+    """A checkpoint of another variant than the one asked for; ``have`` is the checkpoint's
+    (model, kernel size, dilation), so that a CLI can say which flag values would fit."""
+
+    def __init__(self, message: str, have: tuple[str, int, int]) -> None:
+        super().__init__(message)
+        self.have = have
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: weights plus whatever metadata it carries."""
@@ -159,7 +168,7 @@ def requested_variant(
     """The checkpoint's variant, after checking that any of ``name``/``kernel_size``/``dilation`` given agree.
 
     A family given without sizes means that family's default sizes unless it is the checkpoint's own.
-    Raises CheckpointError naming both variants when they disagree. ``assume_dilation``: see
+    Raises ``VariantMismatchError`` naming both variants when they disagree. ``assume_dilation``: see
     ``checkpoint_variant``.
     """
     have = checkpoint_variant(ckpt, assume_dilation)
@@ -167,8 +176,8 @@ def requested_variant(
     sizes = have[1:] if family == have[0] else DEFAULT_SIZES[family]
     want = (family, kernel_size or sizes[0], dilation or sizes[1])
     if want != have:
-        raise CheckpointError(
-            f"{ckpt.path}: checkpoint holds {_label(*have)} weights, but {_label(*want)} was asked for"
+        raise VariantMismatchError(
+            f"{ckpt.path}: checkpoint holds {_label(*have)} weights, but {_label(*want)} was asked for", have
         )
     return have
 
@@ -318,6 +327,7 @@ def save_checkpoint(
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "VariantMismatchError",
     "average_weights",
     "checkpoint_metadata",
     "checkpoint_variant",

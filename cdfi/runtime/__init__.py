@@ -50,7 +50,8 @@ class Runtime:
         """``cpu, bf16, 2 threads`` / ``cuda:0, fp32``: for the one line each command prints."""
         parts = [str(self.device), self.precision]
         if self.device.type == "cpu":
-            parts.append(f"{torch.get_num_threads()} threads")
+            threads = torch.get_num_threads()
+            parts.append(f"{threads} thread{'s' * (threads != 1)}")
         return ", ".join(parts)
 
 

@@ -18,7 +18,7 @@ def _check_cuda(dev: torch.device, asked: str) -> torch.device:
         raise DeviceError(f"{asked}: no CUDA GPU is available; use --device cpu")
     count = torch.cuda.device_count()
     if dev.index is not None and not 0 <= dev.index < count:
-        raise DeviceError(f"{asked}: no such GPU ({count} CUDA GPU(s) visible)")
+        raise DeviceError(f"{asked}: no such GPU ({count} CUDA GPU(s) visible: use 0 to {count - 1}, or --device cpu)")
     return dev
 
 
@@ -35,7 +35,8 @@ def resolve_device(
       ``"cuda:N"`` are taken as asked (a CUDA device that does not exist is a ``DeviceError``).
     * ``gpu_id`` (the published flag), when ``device`` is auto: ``cuda:<gpu_id>`` when CUDA is available,
       else the CPU with one line on stderr (``announce``) saying so, as the published scripts are
-      run everywhere with ``--gpu_id 0``.
+      run everywhere with ``--gpu_id 0``. With ``device`` ``"cuda"`` it picks the GPU (which must exist);
+      with ``"cpu"`` or ``"cuda:N"`` the device wins.
     * ``local_rank`` (under ``torchrun``): each process takes the GPU of its local rank.
     """
     if isinstance(device, torch.device):
@@ -54,6 +55,8 @@ def resolve_device(
             choice = f"cuda:{gpu_id}"
         else:
             choice = "cuda"
+    elif choice == "cuda" and gpu_id is not None:
+        choice = f"cuda:{gpu_id}"
     try:
         dev = torch.device(choice)
     except (RuntimeError, TypeError):
