@@ -1,7 +1,8 @@
 """Parameters and seconds per interpolated frame of every variant, through the inference API that the
-CLIs use (``cdfi.inference.interpolator.Interpolator``: device, precision, automatic tiling), in one table.
+CLIs use (``cdfi.inference.interpolator.Interpolator``: runtime, options, automatic tiling), in one table.
 
-Frames are 256x256, 640x480 and 1920x1080 by default, on the CPU and on the GPU when there is one. Each
+Frames are 256x256, 640x480 and 1920x1080 by default, on the CPU and on the GPU when there is one
+(``--devices`` lists several devices; ``--device``/``--gpu_id`` pick one, as in every script). Each
 configuration is warmed up once, then timed ``--repeats`` times (the median is kept); the warp share
 is the time spent inside the AdaCoF warp calls. Models have seeded random weights: speed does not
 depend on the weight values (offsets stay small, as in a trained model on slow motion).
@@ -9,6 +10,9 @@ depend on the weight values (offsets stay small, as in a trained model on slow m
     python benchmarks/speed.py                                  # all five variants, CPU (+ GPU)
     python benchmarks/speed.py --variants compressed_adacof_F_5_D_1 --sizes 640x480 --precision bf16
     python benchmarks/speed.py --devices cuda --precision fp16 --repeats 5 --json speed.json
+    python benchmarks/speed.py --device cpu --threads 1 --variants cdfi_adacof_F_11_D_2
+
+Exit status: 0 done, 2 bad arguments (or --json in the way without --force), 1 --json cannot be written.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cdfi.cli import UsageError, run_cli
 from cdfi.inference.cli import tile_arg
-from cdfi.inference.ensemble import check_ensemble_size
-from cdfi.inference.interpolator import Interpolator, pick_device
+from cdfi.inference.interpolator import Interpolator
+from cdfi.inference.stack import InferenceOptions
 from cdfi.io.atomic import atomic_write_text, ensure_writable
-from cdfi.runtime.precision import PRECISIONS, resolve_precision
+from cdfi.runtime import Runtime, add_runtime_arguments, resolve_runtime
 from models import make_model, variant_name
 
 VARIANTS = {
@@ -84,8 +89,8 @@ def _timed_warp(model: torch.nn.Module, device: torch.device, spent: list[float]
     model.warp_many = timed(model.warp_many)  # type: ignore[method-assign]
 
 
-def parse_mode(text: str) -> tuple[int, bool]:
-    """``plain``, ``prealign``, ``ensembleN`` or ``prealign+ensembleN`` as (ensemble size, prealign)."""
+def parse_mode(text: str) -> InferenceOptions:
+    """``plain``, ``prealign``, ``ensembleN`` or ``prealign+ensembleN`` as inference options."""
     ensemble, prealign = 1, False
     for part in text.strip().split("+"):
         if part == "prealign":
@@ -93,14 +98,16 @@ def parse_mode(text: str) -> tuple[int, bool]:
         elif part.startswith("ensemble") and part[8:].isdigit():
             ensemble = int(part[8:])
         elif part != "plain":
-            raise ValueError(f"unknown mode {text!r}: use plain, prealign, ensembleN or prealign+ensembleN")
-    return ensemble, prealign
+            raise UsageError(f"--modes: unknown mode {text!r}; use plain, prealign, ensembleN or prealign+ensembleN")
+    try:
+        return InferenceOptions(prealign=prealign, ensemble=ensemble)
+    except ValueError as exc:
+        raise UsageError(f"--modes {text}: {exc}") from None
 
 
 def bench(
     variant: str,
-    device: torch.device,
-    precision: str,
+    runtime: Runtime,
     size: tuple[int, int],
     repeats: int,
     tile: int | str | None,
@@ -111,8 +118,8 @@ def bench(
     torch.manual_seed(0)
     model = make_model(name, k, d)
     params = sum(p.numel() for p in model.parameters())
-    ensemble, prealign = parse_mode(mode)
-    interp = Interpolator(model, device=device, precision=precision, tile=tile, ensemble=ensemble, prealign=prealign)
+    interp = Interpolator(model, runtime, parse_mode(mode), tile=tile)
+    device = runtime.device
     spent: list[float] = []
     _timed_warp(interp.model, device, spent)
     w, h = size
@@ -156,8 +163,8 @@ def device_label(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the table (and write --json); returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags, with the runtime flags every script has."""
     p = argparse.ArgumentParser(description="Seconds per interpolated frame of each variant, CPU and GPU.")
     p.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated among {', '.join(VARIANTS)} (default: all)"
@@ -168,14 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         default=parse_sizes(DEFAULT_SIZES),
         help=f"comma-separated WIDTHxHEIGHT (default {DEFAULT_SIZES})",
     )
-    p.add_argument("--devices", default=None, help="cpu,cuda or one of them (default: cpu, plus cuda if present)")
     p.add_argument(
-        "--precision",
-        default="auto",
-        choices=("auto", *PRECISIONS),
-        help="fp32, bf16 (CPUs with native bf16, recent GPUs), fp16 (GPU), "
-        "auto (default: bf16 on CPUs with native bf16, fp32 elsewhere)",
+        "--devices",
+        default=None,
+        help="comma-separated devices for one table (e.g. cpu,cuda); default: --device when given, "
+        "else cpu plus cuda if present",
     )
+    add_runtime_arguments(p, precision_default="auto")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per configuration after a warm-up (default 1)")
     p.add_argument(
         "--tile", type=tile_arg, default="auto", help="auto (tile only when memory requires), 0 (never) or a size"
@@ -188,60 +194,68 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite --json if it exists")
-    args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error(f"--repeats must be at least 1, got {args.repeats}")
+    return p
+
+
+def runtimes(args: argparse.Namespace) -> list[Runtime]:
+    """One resolved runtime per device of the table (precision and threads from the runtime flags)."""
+    if args.devices:
+        names = [n.strip() for n in args.devices.split(",") if n.strip()]
+        return [resolve_runtime(device=n, precision=args.precision, threads=args.threads) for n in names]
+    if args.device != "auto" or args.gpu_id is not None:
+        return [resolve_runtime(args)]
+    names = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [resolve_runtime(device=n, precision=args.precision, threads=args.threads) for n in names]
+
+
+def run(args: argparse.Namespace) -> None:
+    """Check every flag first, then print the table (and write --json)."""
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        print(
-            f"error: unknown variant(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}",
-            file=sys.stderr,
+        raise UsageError(
+            f"--variants: unknown variant(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(VARIANTS)}"
         )
-        return 1
-    tile: int | str | None = args.tile
-    names = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    try:
-        if args.json:
-            ensure_writable(args.json, args.force)
-        devices = [pick_device(n.strip()) for n in names]
-        precisions = {dev: resolve_precision(args.precision, dev) for dev in devices}
-        for mode in modes:
-            ensemble, _ = parse_mode(mode)
-            check_ensemble_size(ensemble)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    for mode in modes:
+        parse_mode(mode)
+    if args.json:
+        ensure_writable(args.json, args.force)
+    runs = runtimes(args)
     rows = []
     print("| variant | mode | params | device | precision | size | s/frame | frames/s | warp share | tile |")
     print("|---|---|---:|---|---|---|---:|---:|---:|---|")
-    for dev in devices:
+    for runtime in runs:
         for variant in variants:
             for size in args.sizes:
                 first = None
                 for mode in modes:
-                    row = bench(variant, dev, precisions[dev], size, args.repeats, tile, mode)
+                    row = bench(variant, runtime, size, args.repeats, args.tile, mode)
                     rows.append(row)
                     first = first or row["seconds"]
                     tile_text = f"{row['tile']} px" if row["tile"] else "-"
                     ratio = f" ({row['seconds'] / first:.2f}x)" if mode != modes[0] else ""
                     print(
-                        f"| {variant} | {mode} | {row['params']:,} | {dev.type} | {row['precision']} | {row['size']} | "
-                        f"{row['seconds']:.3f}{ratio} | {row['fps']:.2f} | {row['warp_share']:.0%} | {tile_text} |",
+                        f"| {variant} | {mode} | {row['params']:,} | {runtime.device.type} | {row['precision']} | "
+                        f"{row['size']} | {row['seconds']:.3f}{ratio} | {row['fps']:.2f} | {row['warp_share']:.0%} | "
+                        f"{tile_text} |",
                         flush=True,
                     )
-    for dev in devices:
-        print(f"\n{dev.type}: {device_label(dev)}; torch {torch.__version__}", end="")
+    for runtime in runs:
+        print(f"\n{runtime.device.type}: {device_label(runtime.device)}; torch {torch.__version__}", end="")
     print()
     if args.json:
-        payload = {"devices": {str(d): device_label(d) for d in devices}, "rows": rows}
-        try:
-            atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n", force=args.force)
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    return 0
+        payload = {"devices": {str(r.device): device_label(r.device) for r in runs}, "rows": rows}
+        atomic_write_text(args.json, json.dumps(payload, indent=1) + "\n", force=args.force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (see the module docstring)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
+    return run_cli(run, args, on_interrupt="interrupted" + (f"; {args.json} was not written" if args.json else ""))
 
 
 if __name__ == "__main__":
