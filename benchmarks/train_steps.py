@@ -23,8 +23,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 
-from cdfi.inference.interpolator import pick_device
 from cdfi.io.atomic import atomic_write_text, ensure_writable
+from cdfi.runtime import resolve_device
 from cdfi.runtime.precision import prepare_model, resolve_precision
 from cdfi.training.losses import CompositeLoss
 from cdfi.training.trainer import Trainer, build_optimizer
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out:
             ensure_writable(args.out, args.force)
-        device = pick_device(args.device)
+        device = resolve_device(args.device)
         precisions = [resolve_precision(name, device) for name in args.precisions]
         if args.data is not None:  # reads the list file and checks that the largest crop fits the frames
             VimeoTriplets(args.data, crop=max(args.crops), seed=0, check_sizes=False)

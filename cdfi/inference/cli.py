@@ -176,10 +176,10 @@ def _mismatch(request: ModelRequest, exc: VariantMismatchError) -> UsageError:
 
 
 def build_interpolator(args: argparse.Namespace, checkpoint: Path, batch_size: int = 1) -> Interpolator:
-    """Resolve the runtime once and check the model flags (before loading anything), then load the model
+    """Check the model flags and resolve the runtime once (before loading anything), then load the model
     once; prints one line naming the model, the checkpoint and where it runs."""
-    runtime = resolve_runtime(args)
     request = model_request(args)
+    runtime = resolve_runtime(args)
     options = InferenceOptions(prealign=args.prealign, ensemble=args.ensemble)
     try:
         interp = Interpolator.from_checkpoint(
