@@ -203,7 +203,7 @@ class Interpolator:
         """The tile size used for frames of this size, ``None`` when they go through whole."""
         if self.tile is None:
             return None
-        if self.tile != "auto":
+        if isinstance(self.tile, int):
             return self.tile if max(height, width) > self.tile else None
         per_px = bytes_per_pixel(self.model, self.precision) * batch
         return auto_tile_size(height, width, per_px, self.memory_budget, self.overlap)
