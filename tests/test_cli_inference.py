@@ -462,7 +462,7 @@ def test_video_file_to_video_fps_and_preview(
     argv = video(
         "--input_video", src, "--output_video", out, "--factor", 2, "--fps", "24", "--checkpoint", ckpt, "--no_progress"
     )
-    assert interpolate_video.main(argv) == 1
+    assert interpolate_video.main(argv) == 2
     assert "already exists (pass --force" in capsys.readouterr().err
     assert probe(out)[0] == 9
     assert interpolate_video.main([*argv, "--force"]) == 0
@@ -585,17 +585,17 @@ def test_video_resume_after_interruption(
         interpolate_video.main(
             video("--input_video", inputs, "--factor", 2, "--checkpoint", ckpt, "--output_video", out, "--no_progress")
         )
-        == 1
+        == 2
     )
     assert "factor=4" in capsys.readouterr().err
-    assert interpolate_video.main([*argv, *video("--output_video", out, "--ensemble", 2)]) == 1
+    assert interpolate_video.main([*argv, *video("--output_video", out, "--ensemble", 2)]) == 2
     assert "ensemble=None, now 2" in capsys.readouterr().err
-    assert interpolate_video.main([*argv, *video("--output_video", out, "--prealign")]) == 1
+    assert interpolate_video.main([*argv, *video("--output_video", out, "--prealign")]) == 2
     assert "prealign=None, now True" in capsys.readouterr().err
     monkeypatch.setattr(Interpolator, "_forward", average_forward)
     ens = tmp_path / "ensemble"
     assert interpolate_video.main([*argv, *video("--output_video", ens, "--ensemble", 2)]) == 0
-    assert interpolate_video.main([*argv, *video("--output_video", ens)]) == 1  # and the other way round
+    assert interpolate_video.main([*argv, *video("--output_video", ens)]) == 2  # and the other way round
     assert "ensemble=2, now None" in capsys.readouterr().err
 
 
@@ -643,7 +643,7 @@ def test_video_existing_folder_needs_force(
     (out / "notes.txt").write_text("mine")
     save_rgb(out / "00007.png", frames[0])
     argv = video("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress")
-    assert interpolate_video.main(argv) == 1
+    assert interpolate_video.main(argv) == 2
     assert "not empty (pass --force" in capsys.readouterr().err
     assert interpolate_video.main([*argv, "--force"]) == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
@@ -680,16 +680,16 @@ def test_video_bad_inputs(
             video("--input_video", path, "--output_video", out, "--checkpoint", ckpt, "--no_progress")
         )
         err = capsys.readouterr().err
-        assert rc == 1, (name, err)
+        assert rc == 2, (name, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and phrase in err, (name, err)
         assert not out.exists() and not list(tmp_path.glob(".out_*")), name
     out_dir = tmp_path / "frames_out"
-    assert interpolate_video.main(video("--input_video", sizes, "--output_video", out_dir, "--checkpoint", ckpt)) == 1
+    assert interpolate_video.main(video("--input_video", sizes, "--output_video", out_dir, "--checkpoint", ckpt)) == 2
     assert not out_dir.exists()
     two = frame_folder(tmp_path / "two", frames[:2])
     assert (
         interpolate_video.main(video("--input_video", two, "--output_video", tmp_path / "x.gif", "--checkpoint", ckpt))
-        == 1
+        == 2
     )
     assert "--gif" in capsys.readouterr().err
 
