@@ -79,7 +79,7 @@ def test_resume_refuses_other_frame_naming(
     assert run(*base) == 0
     before = snapshot(out)
     capsys.readouterr()
-    assert run(*base, *flags) == 1
+    assert run(*base, *flags) == 2
     one_error_line(capsys.readouterr().err, str(out), phrase, "--force")
     assert snapshot(out) == before
     # --force starts over in the new naming: no frame of the old naming is left to mix in
@@ -113,7 +113,7 @@ def test_resume_of_a_folder_from_before_naming_was_recorded(
     (out / MANIFEST).write_text(json.dumps(manifest))
     assert run(*base) == 0
     assert "resuming" in capsys.readouterr().err
-    assert run(*base, "--index_from", "1") == 1
+    assert run(*base, "--index_from", "1") == 2
     one_error_line(capsys.readouterr().err, "index_from=0, now 1")
 
 
@@ -124,7 +124,7 @@ def test_decompression_bomb_frame_is_one_line(tmp_path: Path, ckpt: Path, capsys
     inputs = frame_folder(tmp_path / "in", 2)
     png_bomb(inputs / "002.png", 20000, 20000)
     out = tmp_path / "out.mp4"
-    assert run("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress") == 1
+    assert run("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress") == 2
     one_error_line(capsys.readouterr().err, "002.png", "too large")
     assert not out.exists()
 
@@ -218,7 +218,7 @@ def test_video_container_it_cannot_write_is_refused(
 ) -> None:
     inputs = frame_folder(tmp_path / "in")
     out = tmp_path / f"clip{suffix}"
-    assert run("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress") == 1
+    assert run("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress") == 2
     one_error_line(capsys.readouterr().err, f"{out}:", suffix, ".mp4, .mkv, .mov, .avi, .m4v")
     assert not out.exists()
 
@@ -250,7 +250,7 @@ def test_default_output_name_keeps_the_whole_stem(
 def test_frames_too_small_names_the_input(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inputs = frame_folder(tmp_path / "tiny", size=(8, 8))
     out = tmp_path / "out.mp4"
-    assert run("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress") == 1
+    assert run("--input_video", inputs, "--output_video", out, "--checkpoint", ckpt, "--no_progress") == 2
     err = capsys.readouterr().err
     one_error_line(err, f"{inputs}: frames of 8x8 are too small")
     assert "model " not in err and not out.exists()
