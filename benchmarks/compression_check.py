@@ -25,6 +25,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cdfi.cli import run_cli
 from cdfi.compression.spec import arch_from_widths, published_densities, spec_ties
 from cdfi.compression.tracing import trace_channel_graph
 from cdfi.compression.widths import solve_widths
@@ -123,7 +124,7 @@ def train_steps(spec: dict, steps: int, crop: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the three checks; returns the exit status."""
+    """Run the three checks; returns the exit status (2: bad options, 130: interrupted)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--noise", type=float, nargs="*", default=[0.1, 0.2], help="log-normal sigma of density noise")
     p.add_argument("--seeds", type=int, default=5)
@@ -138,11 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--steps must be >= 0 (0 skips training), got {args.steps}")
     if args.crop < 17:
         p.error(f"--crop must be at least 17 px, got {args.crop}")
+    return run_cli(run_checks, args, on_interrupt="interrupted; nothing is written by this check")
+
+
+def run_checks(args: argparse.Namespace) -> None:
+    """The three checks with the parsed options."""
     specs = check_variant(5, 1, args.noise, args.seeds)
     check_variant(11, 2, args.noise, args.seeds)
     if args.steps > 0:
         train_steps(specs["product"], args.steps, args.crop)
-    return 0
 
 
 if __name__ == "__main__":

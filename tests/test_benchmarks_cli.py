@@ -46,6 +46,17 @@ def test_bad_arguments_are_usage_errors(script: str, argv: list[str], needle: st
     assert needle in err and "Traceback" not in err
 
 
+def test_compression_check_interrupt_exits_130(capsys) -> None:
+    module = _script("compression_check")
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    module.check_variant = interrupted
+    assert module.main(["--steps", "0"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
 def test_train_steps_missing_data_is_one_line(tmp_path: Path, capsys) -> None:
     argv = ["--models", "compressed_adacof", "--data", str(tmp_path / "nodata")]
     assert _script("train_steps").main(argv) == 1

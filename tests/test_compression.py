@@ -392,3 +392,31 @@ def test_compress_refuses_a_report_or_options_of_another_network(pruned_checkpoi
         assert not out.exists()
     agreeing = ["--model", "compressed_adacof", "--kernel_size", "5", "--dilation", "1"]
     assert compress.main(["--checkpoint", str(path), *agreeing, "--out", str(out)]) == 0 and out.exists()
+
+
+def test_prune_cli_exit_codes_follow_the_convention(tmp_path, monkeypatch, capsys) -> None:
+    import prune
+
+    start = tmp_path / "trained.pth"
+    save_checkpoint(start, make_model("compressed_adacof", 5, 1), epoch=0)
+    out = tmp_path / "p.pth"
+    args = ["--checkpoint", str(start), "--train_dir", str(tmp_path / "none"), "--out", str(out)]
+    assert prune.main(args) == 2  # bad input: the training folder is not there
+    err = capsys.readouterr().err
+    assert err == f"error: --train_dir: {tmp_path / 'none'}: triplet folder not found\n"
+    assert not out.exists()
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(prune, "prune", fail)
+    assert prune.main(args) == 1  # a failure while working
+    assert capsys.readouterr().err == "error: No space left on device\n"
+
+    def interrupt(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune, "prune", interrupt)
+    assert prune.main(args) == 130
+    err = capsys.readouterr().err
+    assert str(tmp_path / "p.last.pth") in err and "--resume" in err

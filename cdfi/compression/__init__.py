@@ -7,7 +7,7 @@
 * ``report``: the sparsity report (tables, CSV, bar chart);
 * ``compressor``: a pruned checkpoint or report to a compressed spec (``compress.py``);
 * ``pruning``: OBProxSG pruning of a trained model (``prune.py``);
-* ``run_folder``: the extended version's ``model_weights/<uid>`` run folder and per-epoch test
-  (``extended_version/``);
+* ``extended``: what the ``extended_version/`` scripts need: the published flags, the
+  ``model_weights/<uid>`` run folder, the published per-epoch test and the published report;
 * ``errors``: ``CompressionError``, ``LayerMismatchError``.
 """

@@ -25,7 +25,8 @@ from cdfi.io.checkpoint import load_model, save_checkpoint
 from cdfi.runtime import Runtime
 from cdfi.training.losses import DEFAULT_LOSSES, CompositeLoss, VGGWeightsError
 from cdfi.training.optim import build_scheduler, check_decay_type
-from cdfi.training.trainer import ResumableSampler, Trainer
+from cdfi.training.sampler import ResumableSampler
+from cdfi.training.trainer import Trainer, TrainerOptions
 from datasets.vimeo import TripletListError, VimeoTriplets
 from optimizers import OBProxSG
 
@@ -59,8 +60,9 @@ class SampleSubset(Dataset):
 
     def __init__(self, dataset: Any, count: int | None, seed: int, at_most: bool = False) -> None:
         n = len(dataset)
-        if count is not None and at_most:
-            count = min(count, n)
+        if count is not None and at_most and count > n:
+            print(f"note: --num_training_samples {count}: the training set has {n}; using all of it", file=sys.stderr)
+            count = n
         if count is not None and not 1 <= count <= n:
             raise PruneError(f"--num_training_samples must be between 1 and {n} (the training set size), got {count}")
         if count is None or count == n:
@@ -266,20 +268,12 @@ def prune(config: PruneConfig, runtime: Runtime, hooks: PruneHooks | None = None
         trainer.extra_state["density_history"] = list(history)
         hooks.on_epoch_end(trainer)
 
-    trainer = Trainer(
-        model,
-        optimizer,
-        loader,
-        loss_fn,
-        scheduler=scheduler,
-        device=runtime.device,
-        precision=runtime.precision,
-        checkpoint_path=last,
-        steps_per_checkpoint=config.steps_per_checkpoint,
-        on_step=hooks.on_step,
-        on_epoch_end=on_epoch_end,
-        progress=config.progress,
+    options = TrainerOptions(
+        checkpoint_path=last, steps_per_checkpoint=config.steps_per_checkpoint, progress=config.progress
     )
+    trainer = Trainer(model, optimizer, loader, loss_fn, runtime, options, scheduler=scheduler)
+    trainer.on_step = hooks.on_step
+    trainer.on_epoch_end = on_epoch_end
     if config.resume and trainer.resume():
         history[:] = trainer.extra_state.get("density_history", [])
         print(f"resumed from {last} at epoch {trainer.epoch}, step {trainer.step}", file=sys.stderr)
