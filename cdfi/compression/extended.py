@@ -49,7 +49,8 @@ from cdfi.training.trainer import Trainer
 from datasets.benchmark_sets import MIDDLEBURY_SEQUENCES, BenchmarkItem
 
 __all__ = [
-    "PUBLISHED_LOSS",
+    "PUBLISHED_OPTIMIZERS",
+    "REPORT_FILES",
     "RUN_FILES",
     "PublishedRun",
     "RunFolder",
