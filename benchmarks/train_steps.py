@@ -24,10 +24,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from cdfi.io.atomic import atomic_write_text, ensure_writable
-from cdfi.runtime import resolve_device
+from cdfi.runtime import Runtime, resolve_device
 from cdfi.runtime.precision import prepare_model, resolve_precision
 from cdfi.training.losses import CompositeLoss
-from cdfi.training.trainer import Trainer, build_optimizer
+from cdfi.training.optim import build_optimizer
+from cdfi.training.trainer import Trainer, TrainerOptions
 from datasets.vimeo import VimeoTriplets
 from models import list_models, make_model
 
@@ -58,15 +59,8 @@ def measure(
     torch.manual_seed(0)
     model = prepare_model(make_model(model_name), device, precision)
     optimizer = build_optimizer("ADAMax", model.parameters(), 1e-3)
-    trainer = Trainer(
-        model,
-        optimizer,
-        [],
-        CompositeLoss("1*Charb+0.01*g_Spatial"),
-        device=device,
-        precision=precision,
-        progress=False,
-    )
+    loss = CompositeLoss("1*Charb+0.01*g_Spatial")
+    trainer = Trainer(model, optimizer, [], loss, Runtime(device, precision), TrainerOptions(progress=False))
     batches = _batches(data, crop, batch, warmup + steps, seed=0)
     for b in batches[:warmup]:
         trainer.train_step(b)

@@ -5,14 +5,15 @@ folder ``<root>/sequences/xxxxx/xxxx/`` holding ``im1.png im2.png im3.png``. Ite
 ``(frame0, frame1, frame2)`` float tensors (3, H, W) in [0, 1], ``frame1`` being the ground truth.
 
 Augmentations (published recipe): horizontal flip, vertical flip and temporal swap of the two inputs,
-each with probability 0.5; optionally a random crop (``crop``) for small machines. Options for
-training on small budgets (issue 11): ``motion_crop`` (probability of choosing, among
-``motion_candidates`` random crop positions, the one where the two inputs differ most),
-``synthetic`` (probability of replacing an item by a synthetic triplet made from its middle frame
-with a known sub-pixel translation, rotation and zoom), ``scale_augment`` (probability of resizing the
-whole triplet by a factor drawn log-uniformly from ``scale_range`` before cropping, which scales the
-motion and the texture with it) and ``with_flow`` (append the OpenCV DIS flow
-from frame0 to frame2, (2, H, W) as (dx, dy), by ``cdfi.flow.dis_flow``, for the flow warm start).
+each with probability 0.5; optionally a random crop (``crop``; AdaCoF-pytorch's ``--patch_size``).
+``count`` keeps a seeded random subset of the list (the published ``--num_training_samples``).
+Options for small budgets (issue 11): ``motion_crop`` (probability of choosing, among
+``motion_candidates`` random crop positions, the one where the two inputs differ most; part of
+``--recipe small``) and ``synthetic`` (probability of replacing an item by a synthetic triplet made from
+its middle frame with a known sub-pixel translation, rotation and zoom; experimental).
+
+Unlike the published reader, every non-blank line of the list is an entry (the published one drops the
+last line of the file whatever it holds) and the order is not shuffled here (the sampler does that).
 
 Randomness is drawn from a generator seeded by ``(seed, epoch, index)``, so an item is the same
 whatever the worker or process that loads it; this makes ``--resume`` and DDP runs reproducible.
@@ -30,16 +31,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cdfi.flow import dis_flow, require_cv2
 from cdfi.io.images import ImageError, read_image
 
 __all__ = [
     "LIST_FILES",
     "TripletListError",
     "VimeoTriplets",
-    "color_jitter",
     "read_triplet_list",
-    "rescale_triplet",
     "synthetic_triplet",
 ]
 
@@ -110,34 +108,6 @@ def synthetic_triplet(
     return frames[0], frames[1], frames[2]
 
 
-def color_jitter(frames: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor]:
-    """One random channel order and desaturation (factor in [0, 1]) for all frames of a triplet.
-
-    Colour statistics the footage lacks (Middlebury's saturated red cloth, on which the trained models
-    hardly see a pan) without changing the motion; each pixel keeps its channel mean, so no clipping.
-    """
-    order = torch.as_tensor(rng.permutation(3))
-    factor = float(rng.uniform(0.0, 1.0))
-    out = []
-    for f in frames:
-        gray = f.mean(0, keepdim=True)
-        out.append(gray + factor * (f[order] - gray))
-    return out
-
-
-def rescale_triplet(frames: list[torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
-    """All frames of a triplet resized to ``size`` (H, W): antialiased bilinear, clamped to [0, 1].
-
-    Resizing the whole triplet scales its motion by the same factor, so the middle frame stays the
-    ground truth."""
-    h, w = frames[0].shape[-2:]
-    if (h, w) == tuple(size):
-        return frames
-    shrink = size[0] < h or size[1] < w
-    out = F.interpolate(torch.stack(frames), size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    return list(out.clamp(0, 1).unbind(0))
-
-
 class VimeoTriplets(Dataset):
     """Vimeo-90K-layout triplets with the published augmentations (see the module docstring)."""
 
@@ -152,24 +122,24 @@ class VimeoTriplets(Dataset):
         motion_candidates: int = 8,
         synthetic: float = 0.0,
         synthetic_shift: float = 4.0,
-        with_flow: bool = False,
         check_sizes: bool = True,
-        color_augment: float = 0.0,
-        scale_augment: float = 0.0,
-        scale_range: tuple[float, float] = (0.5, 1.0),
+        count: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.entries = read_triplet_list(self.root, split)
+        if count is not None:
+            if not 1 <= count <= len(self.entries):
+                raise TripletListError(
+                    f"--num_training_samples must be between 1 and {len(self.entries)} (the entries of "
+                    f"{LIST_FILES[split]}), got {count}"
+                )
+            keep = np.random.default_rng(seed).choice(len(self.entries), size=count, replace=False)
+            self.entries = [self.entries[i] for i in sorted(int(i) for i in keep)]
         self.crop = (crop, crop) if isinstance(crop, int) else (tuple(crop) if crop is not None else None)
         if self.crop is not None and min(self.crop) < 1:
             raise TripletListError(f"crop must be positive, got {crop}")
-        for name, p in (
-            ("motion_crop", motion_crop),
-            ("synthetic", synthetic),
-            ("color_augment", color_augment),
-            ("scale_augment", scale_augment),
-        ):
+        for name, p in (("motion_crop", motion_crop), ("synthetic", synthetic)):
             if not 0.0 <= p <= 1.0:
                 raise TripletListError(f"{name} is a probability in [0, 1], got {p}")
         self.augment = augment
@@ -179,14 +149,6 @@ class VimeoTriplets(Dataset):
         self.motion_candidates = max(1, int(motion_candidates))
         self.synthetic = float(synthetic)
         self.synthetic_shift = float(synthetic_shift)
-        self.color_augment = float(color_augment)
-        lo, hi = (float(v) for v in scale_range)
-        if not (0 < lo <= hi and math.isfinite(hi)):
-            raise TripletListError(f"scale_range must be two positive factors, low <= high, got {scale_range}")
-        self.scale_augment, self.scale_range = float(scale_augment), (lo, hi)
-        self.with_flow = with_flow
-        if with_flow:  # fail at construction, before training, if OpenCV is missing
-            require_cv2()
         self.frame_size = self._check(check_sizes)
 
     def _paths(self, entry: str) -> list[Path]:
@@ -254,21 +216,9 @@ class VimeoTriplets(Dataset):
             raise TripletListError(f"entry {self.entries[index]!r}: frames differ in size")
         if self.synthetic > 0 and rng.random() < self.synthetic:
             frames = list(synthetic_triplet(frames[1], rng, self.synthetic_shift))
-        factor = 1.0
-        if self.scale_augment > 0 and rng.random() < self.scale_augment:
-            lo, hi = self.scale_range
-            factor = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-        if self.crop is None:
-            if factor != 1.0:
-                h, w = frames[0].shape[-2:]
-                frames = rescale_triplet(frames, (max(1, round(h * factor)), max(1, round(w * factor))))
-        else:
-            # Rescaling then cropping equals cropping the matching region, then rescaling it to the crop.
-            h, w = frames[0].shape[-2:]
-            factor = max(factor, self.crop[0] / h, self.crop[1] / w)  # keep the region inside the frame
-            region = (min(h, round(self.crop[0] / factor)), min(w, round(self.crop[1] / factor)))
-            y, x = self._crop_origin(frames, rng, region)
-            frames = rescale_triplet([f[:, y : y + region[0], x : x + region[1]] for f in frames], self.crop)
+        if self.crop is not None:
+            y, x = self._crop_origin(frames, rng, self.crop)
+            frames = [f[:, y : y + self.crop[0], x : x + self.crop[1]] for f in frames]
         if self.augment:
             if rng.random() < 0.5:
                 frames = [f.flip(-1) for f in frames]
@@ -276,9 +226,4 @@ class VimeoTriplets(Dataset):
                 frames = [f.flip(-2) for f in frames]
             if rng.random() < 0.5:
                 frames = frames[::-1]
-        if self.color_augment > 0 and rng.random() < self.color_augment:
-            frames = color_jitter(frames, rng)
-        frames = [f.contiguous() for f in frames]
-        if self.with_flow:
-            return (*frames, dis_flow(frames[0], frames[2]))
-        return tuple(frames)
+        return tuple(f.contiguous() for f in frames)

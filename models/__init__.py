@@ -11,6 +11,9 @@ from models.adacof import AdaCoF, CompressedAdaCoF, WarpingModel
 from models.arch import ArchSpecError, Spec, load_arch, published_arch, validate_arch
 from models.cdfi_adacof import CDFIAdaCoF
 
+# The warp sampling rule of the published CUDA kernel, which published checkpoints need (cupy_module).
+DEFAULT_SAMPLING = "trunc"
+
 MODELS: dict[str, type[WarpingModel]] = {
     "adacof": AdaCoF,
     "compressed_adacof": CompressedAdaCoF,
@@ -90,6 +93,7 @@ def _arch_for(name: str, kernel_size: int, dilation: int) -> Spec:
 
 
 __all__ = [
+    "DEFAULT_SAMPLING",
     "DEFAULT_SIZES",
     "MODELS",
     "PUBLISHED_VARIANTS",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cdfi.training.grow import GrowError, grow
-from cdfi.training.trainer import init_he
+from cdfi.training.init import init_he
 from models import make_model, published_arch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

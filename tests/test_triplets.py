@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from video_helpers import write_lossless_video
 
@@ -193,6 +191,22 @@ def test_dataset_input_errors(tmp_path) -> None:
         VimeoTriplets(tmp_path / "ok")
 
 
+def test_count_keeps_a_seeded_subset_of_the_list(tmp_path) -> None:
+    """``count`` (the published --num_training_samples) keeps that many distinct entries of the list, the
+    same for the same seed, in list order; more than the list holds is a one-line error."""
+    _vimeo(tmp_path, 6)
+    listed = (tmp_path / "tri_trainlist.txt").read_text().split()
+    subsets = {seed: VimeoTriplets(tmp_path, count=3, seed=seed).entries for seed in range(6)}
+    for entries in subsets.values():
+        assert len(set(entries)) == 3 and set(entries) <= set(listed)
+        assert entries == [e for e in listed if e in entries]
+    assert VimeoTriplets(tmp_path, count=3, seed=2).entries == subsets[2]
+    assert len({tuple(e) for e in subsets.values()}) > 1
+    assert VimeoTriplets(tmp_path, count=6).entries == listed
+    with pytest.raises(TripletListError, match="--num_training_samples must be between 1 and 6"):
+        VimeoTriplets(tmp_path, count=7)
+
+
 def test_synthetic_triplet_middle_frame_is_half_way() -> None:
     """On a linear ramp bilinear resampling is exact, so under pure translation the middle frame is the
     mean of the outer two wherever no sample falls outside the image; rotation and zoom bend the
@@ -256,37 +270,6 @@ def test_opencv_decodes_videos_where_pyav_is_missing(tmp_path, monkeypatch) -> N
         list(read_frames(tmp_path / "broken.mp4"))
 
 
-def test_color_augment_is_one_channel_order_and_desaturation_for_the_whole_triplet(tmp_path) -> None:
-    _vimeo(tmp_path, 3)
-    plain = VimeoTriplets(tmp_path, augment=False)
-    jittered = VimeoTriplets(tmp_path, augment=False, color_augment=1.0, seed=3)
-    orders = set()
-    for epoch in range(6):
-        jittered.set_epoch(epoch)
-        for index in range(3):
-            want, got = plain[index], jittered[index]
-            for w, g in zip(want, got, strict=True):  # each pixel keeps its channel mean
-                torch.testing.assert_close(g.mean(0), w.mean(0), rtol=0, atol=1e-6)
-            # Recover the order and factor from frame0, then check that frames 1 and 2 used the same.
-            best = None
-            for order in itertools.permutations(range(3)):
-                gray = want[0].mean(0, keepdim=True)
-                base = want[0][list(order)] - gray
-                factor = float((base * (got[0] - gray)).sum() / base.pow(2).sum().clamp_min(1e-12))
-                error = float((gray + factor * base - got[0]).abs().max())
-                if best is None or error < best[0]:
-                    best = (error, order, factor)
-            error, order, factor = best
-            assert error < 1e-5 and 0.0 <= factor <= 1.0
-            orders.add(order)
-            for w, g in zip(want[1:], got[1:], strict=True):
-                gray = w.mean(0, keepdim=True)
-                torch.testing.assert_close(g, gray + factor * (w[list(order)] - gray), rtol=0, atol=1e-5)
-    assert len(orders) >= 4  # 18 draws of 6 channel orders
-    with pytest.raises(TripletListError, match="color_augment"):
-        VimeoTriplets(tmp_path, color_augment=1.5)
-
-
 def test_frames_of_different_sizes_are_refused_naming_the_file(tmp_path, capsys) -> None:
     folder = tmp_path / "clip"
     folder.mkdir()
@@ -324,56 +307,3 @@ def test_output_folder_honours_the_umask(tmp_path) -> None:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "out" / "tri_trainlist.txt").stat().st_mode) == 0o644
-
-
-def _pan_triplet(root: Path, shift: float, size: int = 160) -> None:
-    """One triplet of a smooth random texture, frame0 / frame2 moved by -shift / +shift px in x."""
-    rng = np.random.default_rng(4)
-    base = torch.from_numpy(rng.random((1, 3, size // 8, size // 8)).astype(np.float32))
-    texture = F.interpolate(base, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    folder = root / "sequences" / "00001" / "0001"
-    folder.mkdir(parents=True)
-    for k, t in enumerate((-shift, 0.0, shift)):
-        frame = torch.roll(texture, shifts=int(t), dims=-1)[0]
-        Image.fromarray(_as_uint8(frame)).save(folder / f"im{k + 1}.png")
-    (root / "tri_trainlist.txt").write_text("00001/0001\n")
-
-
-def _best_shift(frame0: torch.Tensor, frame2: torch.Tensor, margin: int = 14) -> float:
-    """The horizontal shift (0 to 20 px, 0.05 steps) that best moves ``frame0`` onto ``frame2``: brute force."""
-    shifts = torch.arange(0.0, 20.0, 0.05)
-    h, w = frame0.shape[-2:]
-    xs = torch.arange(w, dtype=torch.float32) - shifts.view(-1, 1)  # frame2(x) = frame0(x - shift)
-    gx = (2 * xs + 1) / w - 1
-    gy = (2 * torch.arange(h, dtype=torch.float32) + 1) / h - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy.view(1, -1, 1)), -1)
-    moved = F.grid_sample(frame0.expand(len(shifts), -1, -1, -1), grid, align_corners=False)
-    inner = (slice(None), slice(None), slice(margin, h - margin), slice(margin + 20, w - margin))
-    error = (moved - frame2)[inner].pow(2).mean((1, 2, 3))
-    return float(shifts[int(error.argmin())])
-
-
-@pytest.mark.parametrize("factor", [0.5, 0.8, 1.6])
-def test_scale_augment_scales_the_motion_of_the_crop_by_its_factor(tmp_path, factor) -> None:
-    _pan_triplet(tmp_path, 4)
-    data = VimeoTriplets(tmp_path, crop=64, augment=False, scale_augment=1.0, scale_range=(factor, factor))
-    for epoch in range(3):
-        data.set_epoch(epoch)
-        f0, f1, f2 = data[0]
-        assert f0.shape == f1.shape == f2.shape == (3, 64, 64) and 0 <= float(f0.min()) <= float(f0.max()) <= 1
-        assert abs(_best_shift(f0, f2) - 8 * factor) < 0.15  # frame2 is 8 px right of frame0 before scaling
-
-
-def test_scale_augment_keeps_the_crop_inside_small_frames_and_the_default_draws(tmp_path) -> None:
-    _vimeo(tmp_path, 2, size=(W, H))
-    shrunk = VimeoTriplets(tmp_path, crop=40, scale_augment=1.0, scale_range=(0.25, 0.25), seed=2)
-    for f in shrunk[0]:  # a quarter of 48 px is below the crop: the factor is raised to 40/48, not the crop
-        assert f.shape == (3, 40, 40)
-    off = VimeoTriplets(tmp_path, crop=40, seed=2)
-    unused = VimeoTriplets(tmp_path, crop=40, seed=2, scale_range=(0.5, 2.0))
-    for a, b in zip(off[1], unused[1], strict=True):  # scale_augment=0 draws nothing extra
-        assert torch.equal(a, b)
-    with pytest.raises(TripletListError, match="scale_augment"):
-        VimeoTriplets(tmp_path, scale_augment=-0.1)
-    with pytest.raises(TripletListError, match="scale_range"):
-        VimeoTriplets(tmp_path, scale_range=(2.0, 1.0))

@@ -23,36 +23,52 @@ Terms (weight ``*`` name, joined by ``+``):
 VGG16 weights cannot be downloaded here, so they come from ``vgg_weights`` (a torchvision-format file,
 a full ``vgg16`` state dict or only its ``features.*`` entries) or torchvision's cache; without them
 ``CompositeLoss`` raises ``VGGWeightsError`` naming the fix, before any training starts.
+
+Unknown term names are errors here. The published CDFI parser instead gives an unknown name the
+previous term's function, so its ``1*Charb+0.01*g_Spatial+0.005*g_Occlusion`` adds ``0.005 x Charb``;
+``1.005*Charb+0.01*g_Spatial`` is that loss (docs/published_differences.md).
+
+Auxiliary losses that are not terms of the string are ``extra_loss`` callables of the ``Trainer``:
+``BlurredWarp`` (``--blur_warp``, experimental), added up by ``combine_extra_losses``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cdfi.training.trainer import ExtraLoss, Trainer, TrainingError, unwrap
+from models.adacof import pad_to_multiple
+
 __all__ = [
     "ADACOF_LOSS",
     "DEFAULT_LOSSES",
     "PUBLISHED_LOSS",
+    "BlurredWarp",
     "CompositeLoss",
     "LossSpecError",
     "LossTerm",
     "VGGPerceptual",
     "VGGWeightsError",
     "charbonnier",
+    "combine_extra_losses",
+    "default_loss",
     "find_vgg_weights",
     "gaussian_blur",
     "parse_loss",
 ]
 
-# The loss of the published CDFI training, and of the published AdaCoF training (whose models also
-# return the occlusion smoothness term).
+# The loss of the published CDFI training, and of the published AdaCoF training (AdaCoF-pytorch, whose
+# models also return the occlusion smoothness term and whose parser takes g_Occlusion as that term).
+# These are the one place the default loss of each family is written down.
 PUBLISHED_LOSS = "1*Charb+0.01*g_Spatial+0.005*VGG"
 ADACOF_LOSS = "1*Charb+0.01*g_Spatial+0.005*g_Occlusion"
 DEFAULT_LOSSES = {"cdfi_adacof": PUBLISHED_LOSS, "adacof": ADACOF_LOSS, "compressed_adacof": ADACOF_LOSS}
@@ -60,6 +76,13 @@ PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
 SIDE_TERMS = ("Warp", "Context")
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
 VGG_MODULES = 22  # features[:22]: up to and including conv4_3
+
+
+def default_loss(model: str) -> str:
+    """The published loss string of a model family (``DEFAULT_LOSSES``)."""
+    if model not in DEFAULT_LOSSES:
+        raise LossSpecError(f"no default loss for model {model!r}; pass --loss")
+    return DEFAULT_LOSSES[model]
 
 
 class LossSpecError(ValueError):
@@ -243,3 +266,56 @@ class CompositeLoss(nn.Module):
             total = total + term.weight * value
             parts[term.name] = float(value.detach())
         return total, parts
+
+
+class BlurredWarp:
+    """Extra loss for the whole run: the ``Warp`` term again on Gaussian-blurred frames, at each of
+    ``sigmas`` (pixels): both inputs blurred and warped with the model's own kernels, against the blurred
+    ground truth (Charbonnier, averaged over the sigmas and the two sides).
+
+    Through bilinear sampling an offset's gradient only sees the image within a pixel of where it
+    samples, so a motion more than a few pixels away is never found from the loss alone; on a frame
+    blurred by sigma the gradient points the right way from about sigma further. This is a loss-side
+    coarse-to-fine (``tests/test_losses.py`` shows one offset recovering a 14-px shift from zero with
+    sigmas 2, 4 and 8 but not without them). Not part of the published recipe (``--blur_warp``,
+    experimental).
+    """
+
+    def __init__(self, model: nn.Module, weight: float, sigmas: Sequence[float] = (2.0, 4.0, 8.0)) -> None:
+        if not sigmas or any(s <= 0 for s in sigmas):
+            raise TrainingError(f"blurred-warp sigmas must be positive, got {tuple(sigmas)}")
+        self.weight, self.sigmas = float(weight), tuple(float(s) for s in sigmas)
+        self.net = unwrap(model)
+        self.heads: dict[str, torch.Tensor] = {}
+        self.net.get_kernel.register_forward_hook(self._capture)
+
+    def _capture(self, module: nn.Module, args: Any, output: dict[str, torch.Tensor]) -> None:
+        self.heads = output
+
+    def error(self, frame0: torch.Tensor, frame1: torch.Tensor, frame2: torch.Tensor) -> torch.Tensor:
+        """Mean blurred-warp Charbonnier distance for the kernels of the last forward pass."""
+        h, w = frame0.shape[-2:]
+        k = {name: t.float() for name, t in self.heads.items()}
+        terms = []
+        for sigma in self.sigmas:
+            target = gaussian_blur(frame1.float(), sigma)
+            for frame, side in ((frame0, "1"), (frame2, "2")):
+                padded = self.net.pad_frame(pad_to_multiple(gaussian_blur(frame.float(), sigma)))
+                warped = self.net.warp(padded, k[f"Weight{side}"], k[f"Alpha{side}"], k[f"Beta{side}"])
+                terms.append(charbonnier(warped[..., :h, :w], target))
+        return sum(terms) / len(terms)
+
+    def __call__(self, trainer: Trainer | None, batch: tuple[torch.Tensor, ...], output: Any) -> torch.Tensor:
+        return self.weight * self.error(*batch[:3])
+
+
+def combine_extra_losses(losses: Sequence[ExtraLoss]) -> ExtraLoss | None:
+    """One ``extra_loss`` that adds up several (``None`` when there are none)."""
+    if len(losses) <= 1:
+        return losses[0] if losses else None
+
+    def total(trainer: Trainer, batch: tuple[torch.Tensor, ...], output: Any) -> torch.Tensor | None:
+        values = [v for v in (loss(trainer, batch, output) for loss in losses) if v is not None]
+        return sum(values) if values else None
+
+    return total

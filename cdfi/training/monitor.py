@@ -5,6 +5,11 @@ DIS-flow baselines (``val.csv``); Middlebury PSNR/SSIM every N epochs (``eval.cs
 ``checkpoints/best.pth`` for the best score: Middlebury PSNR when it is measured, else validation PSNR,
 else the latest epoch. Wall-clock and CPU minutes live in ``trainer.extra_state`` so that they add up
 over resumed invocations, and the best score does too, so a resumed run keeps comparing against it.
+
+With ``published_loop`` (``--published_loop``) the published train.py's bookkeeping is followed: the
+untrained model is evaluated first and its Middlebury PSNR is the best to beat, and every strict
+improvement also writes ``checkpoints/model_epoch_NNN.pth`` whose ``epoch`` counts from 1 before
+training, as the published files do (our ``epoch`` counts finished epochs, one less).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class TrainingMonitor:
         val_every: int = 200,
         test_every: int = 1,
         progress: bool = True,
+        published_loop: bool = False,
     ) -> None:
         self.trainer = trainer
         self.log = log
@@ -57,6 +63,7 @@ class TrainingMonitor:
         self.val_every = val_every
         self.test_every = test_every
         self.progress = progress
+        self.published_loop = published_loop
         state = trainer.extra_state
         state.setdefault("minutes", 0.0)
         state.setdefault("cpu_minutes", 0.0)
@@ -66,11 +73,18 @@ class TrainingMonitor:
 
     def attach(self) -> None:
         """Install ``on_step`` and ``on_epoch_end`` on the trainer, and validate the untrained model of a
-        fresh run (step 0, the start of the validation curve)."""
+        fresh run (step 0, the start of the validation curve); with ``published_loop`` evaluate it on
+        Middlebury too, as the best score to beat."""
         self.trainer.on_step = self.on_step
         self.trainer.on_epoch_end = self.on_epoch_end
-        if self.log is not None and self.validation and self.trainer.step == 0:
+        if self.log is None or self.trainer.step != 0:
+            return
+        if self.validation:
             self.validate()
+        if self.published_loop and self.middlebury and "best_metric" not in self._state:
+            psnr = self.evaluate_middlebury(keep=False)
+            if psnr is not None:
+                self._state.update(best_metric="middlebury_psnr", best_value=psnr, best_step=0)
 
     # -------------------------------------------------------------------- callbacks
 
@@ -141,11 +155,11 @@ class TrainingMonitor:
             log.plot()
             self._last_plot = time.monotonic()
 
-    def evaluate_middlebury(self) -> None:
-        """Middlebury PSNR/SSIM into ``eval.csv``; best.pth by its PSNR."""
+    def evaluate_middlebury(self, keep: bool = True) -> float | None:
+        """Middlebury PSNR/SSIM into ``eval.csv``; best.pth by its PSNR (``keep``); returns the PSNR."""
         trainer, log = self.trainer, self.log
         if log is None:
-            return
+            return None
         result = evaluate_items(
             self._model, self.middlebury, None, device=trainer.device, progress=self.progress, print_rows=False
         )
@@ -161,8 +175,9 @@ class TrainingMonitor:
             }
         )
         log.line(f"epoch {trainer.epoch}: Middlebury PSNR {mean['psnr']:.3f} dB, SSIM {mean['ssim']:.4f}")
-        if mean["psnr"] is not None:
+        if keep and mean["psnr"] is not None:
             self.keep_best("middlebury_psnr", mean["psnr"])
+        return mean["psnr"]
 
     def keep_best(self, metric: str, value: float) -> None:
         """Save best.pth when ``value`` beats the best so far; a run keeps the first metric it scored by."""
@@ -171,9 +186,16 @@ class TrainingMonitor:
             return
         if value > state.get("best_value", float("-inf")):
             state.update(best_metric=metric, best_value=value, best_step=trainer.step)
-            save_checkpoint(self.best_path, self._model, trainer.epoch, extra={"step": trainer.step, metric: value})
+            extra = {"step": trainer.step, metric: value}
+            save_checkpoint(self.best_path, self._model, trainer.epoch, extra=extra)
+            saved = "best.pth"
+            if self.published_loop and metric == "middlebury_psnr":
+                # The published loop numbers its epochs from 1 before training: after N epochs it is at N + 1.
+                name = f"model_epoch_{trainer.epoch + 1:03d}.pth"
+                save_checkpoint(self.best_path.with_name(name), self._model, trainer.epoch + 1, extra=extra)
+                saved += f" and {name}"
             if self.log is not None:
-                self.log.line(f"best {metric} {value:.3f} dB at step {trainer.step}: saved best.pth")
+                self.log.line(f"best {metric} {value:.3f} dB at step {trainer.step}: saved {saved}")
 
     # -------------------------------------------------------------------- helpers
 
