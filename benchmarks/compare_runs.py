@@ -16,8 +16,10 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cdfi.cli import run_cli
 from cdfi.io.atomic import atomic_path
 
 
@@ -82,22 +84,21 @@ def plot(runs: dict[str, list[dict[str, float]]], out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run folders (with val.csv), optionally LABEL=FOLDER")
-    p.add_argument("--out", type=Path, help="write the figure here (PNG)")
-    args = p.parse_args(argv)
-    try:
-        runs = {label: read_val(path) for label, path in map(parse_run, args.runs)}
-    except RunFolderError as exc:
-        print(f"compare_runs: error: {exc}", file=sys.stderr)
-        return 2
+def compare(args: argparse.Namespace) -> None:
+    """Read every run's val.csv (all before any output), print the table, draw the figure."""
+    runs = {label: read_val(path) for label, path in map(parse_run, args.runs)}
     print(table(runs))
     if args.out:
         plot(runs, args.out)
         print(f"wrote {args.out}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 bad input, 1 failure, 130 interrupted)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run folders (with val.csv), optionally LABEL=FOLDER")
+    p.add_argument("--out", type=Path, help="write the figure here (PNG)")
+    return run_cli(compare, p.parse_args(argv), prog="compare_runs")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,6 @@ __all__ = [
     "VGGWeightsError",
     "charbonnier",
     "combine_extra_losses",
-    "default_loss",
     "find_vgg_weights",
     "gaussian_blur",
     "parse_loss",
@@ -76,13 +75,6 @@ PIXEL_TERMS = ("Charb", "L1", "MSE", "VGG")
 SIDE_TERMS = ("Warp", "Context")
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's file name for VGG16_Weights.IMAGENET1K_V1
 VGG_MODULES = 22  # features[:22]: up to and including conv4_3
-
-
-def default_loss(model: str) -> str:
-    """The published loss string of a model family (``DEFAULT_LOSSES``)."""
-    if model not in DEFAULT_LOSSES:
-        raise LossSpecError(f"no default loss for model {model!r}; pass --loss")
-    return DEFAULT_LOSSES[model]
 
 
 class LossSpecError(ValueError):
