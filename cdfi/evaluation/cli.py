@@ -50,6 +50,7 @@ class Face:
     sizes: tuple[int, int] | None = None
 
     def default_sizes(self, family: str) -> tuple[int, int]:
+        """(kernel size, dilation) when the flags give none: the script's own, else the family's."""
         return self.sizes or DEFAULT_SIZES[family]
 
 

@@ -9,7 +9,8 @@ Two layouts share one evaluation loop (``cdfi.evaluation.protocol``):
 * ``published`` (``mytest.py``): the files and printout of the published evaluation scripts (the
   parameter count, model and sizes first):
   ``middlebury_others/<seq>/output.png``, ``ucf101-dvf/<n>/output.png`` and ``vimeo90k/<i>.png``
-  (``i`` counts the evaluated Vimeo-90K items from 0); a ``Test: <set>`` banner, a PSNR/SSIM/lpips
+  (``i``: the item's position in the test list, from 0; the published script numbers its shuffled
+  list the same way); a ``Test: <set>`` banner, a PSNR/SSIM/lpips
   column header, fixed-width rows with 16 decimals and an ``Average:`` line for Middlebury and
   UCF101-DVF; ``idx: i, psnr: ..`` rows and the three means on one line for Vimeo-90K.
 """
