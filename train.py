@@ -83,9 +83,9 @@ def _bool(text: str) -> bool:
 
 
 def _samples(text: str) -> int | None:
-    """``--num_training_samples N``; the published default -1 means every triplet."""
+    """``--num_training_samples N``; as published, N <= 0 (the default -1) means every triplet."""
     value = int(text)
-    return None if value == -1 else value
+    return None if value <= 0 else value
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data.num_training_samples",
         type=_samples,
         metavar="N",
-        help="train on a seeded random subset of N triplets (published; -1: all, the default)",
+        help="train on a seeded random subset of N triplets (published; <= 0: all, the default)",
     )
     _option(
         g,

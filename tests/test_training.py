@@ -383,6 +383,7 @@ def test_published_names_and_values_are_accepted(tmp_path, capsys) -> None:
     assert (config.run_dir, config.model.init_from, config.data.num_training_samples) == (Path("runs/a"), "c.pth", None)
     assert config.run.use_cudnn is False
     assert _parsed("--checkpoint", "d.pth", "--num_training_samples", "3").model.init_from == "d.pth"
+    assert _parsed("--num_training_samples", "0").data.num_training_samples is None  # <= 0: all, as published
     make_set(tmp_path / "data")
     argv = [
         *cli_args(tmp_path),
