@@ -298,10 +298,6 @@ def flag_of(key: str) -> str:
     return {"data.augment": "--no_augment", "recipe": "--recipe"}.get(key, "--" + key.rsplit(".", 1)[-1])
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _typed(key: str, value: Any, hint: Any, source: str) -> Any:
     """``value`` checked against the field type ``hint`` (ints accepted for floats, lists for tuples)."""
     args = typing.get_args(hint)
@@ -342,7 +338,7 @@ def _check_document(doc: Any, source: str, *, partial: bool) -> dict[str, Any]:
             raise ConfigError(f"{source}: unknown key {group!r}; expected recipe or one of {', '.join(GROUPS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: {group}: expected an object of its fields")
-        hints = _hints(GROUPS[group])
+        hints = typing.get_type_hints(GROUPS[group])
         checked: dict[str, Any] = {}
         for name, value in values.items():
             key = f"{group}.{name}"
@@ -522,7 +518,7 @@ def _legacy(path: str | Path) -> dict[str, Any]:
     """A flat ``args.json`` of the earlier ``train.py`` as a document; a run that used a removed lever
     cannot be continued by this code."""
     flat = json.loads(Path(path).read_text())
-    homes = {name: group for group, cls in GROUPS.items() for name in _hints(cls)}
+    homes = {name: group for group, cls in GROUPS.items() for name in typing.get_type_hints(cls)}
     doc: dict[str, Any] = {"recipe": flat.get("recipe", "published")}
     for name, value in flat.items():
         if name in REMOVED_FLAGS:
