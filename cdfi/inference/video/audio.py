@@ -63,7 +63,7 @@ class TrackPlan:
 
     def describe(self) -> str:
         verb = {"copy": "copied", "encode": f"re-encoded ({self.encoder})", "stretch": f"stretched ({self.encoder})"}
-        return f"{self.track.kind} {self.track.index} {verb[self.action]}"
+        return f"{self.track.kind} track {self.track.index} {verb[self.action]}"
 
 
 def check_audio_mode(mode: str) -> None:

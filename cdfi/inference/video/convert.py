@@ -130,6 +130,8 @@ class ConversionResult:
         )
         if self.exact:
             timing = "exact midpoints"
+        elif self.max_error == 0:
+            timing = "every frame at its exact time"
         else:
             ms = float(self.max_error / self.in_rate) * 1e3
             timing = f"timing error at most {self.max_error} of an input frame interval ({ms:.1f} ms)"
