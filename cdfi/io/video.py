@@ -299,8 +299,10 @@ class PixelFamily:
     def of(cls, pix_fmt: str) -> PixelFamily:
         fmt = av.video.format.VideoFormat(pix_fmt)
         depth = max(c.bits for c in fmt.components)
-        if fmt.is_rgb or pix_fmt.startswith(("gray", "ya")):
-            return cls(fmt.is_rgb, (0, 0), depth)
+        if fmt.is_rgb or fmt.has_palette:
+            return cls(True, (0, 0), max(depth, 8))
+        if pix_fmt.startswith(("gray", "ya")):  # no chroma to keep: the usual 4:2:0
+            return cls(False, (1, 1), depth)
         sx = round(math.log2(64 / fmt.chroma_width(64)))
         sy = round(math.log2(64 / fmt.chroma_height(64)))
         return cls(False, (sx, sy), depth)
@@ -346,7 +348,7 @@ def pixel_format_for(spec: CodecSpec, source_pix_fmt: str, lossless: bool, prese
     for name in candidates:
         if name in supported:
             return name
-    return supported[0]
+    return supported[0] if supported else "yuv420p"
 
 
 def _chroma_steps(pix_fmt: str) -> tuple[int, int]:

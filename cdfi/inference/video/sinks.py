@@ -38,7 +38,7 @@ class BackgroundWriter:
     """Runs ``write(index, frame)`` in a thread, ``depth`` frames behind the caller. A failure in the
     thread is raised in the caller at the next ``put`` or at ``close``."""
 
-    def __init__(self, write: Callable[[int, torch.Tensor], None], depth: int = 8) -> None:
+    def __init__(self, write: Callable[[int, torch.Tensor], None], depth: int = 4) -> None:
         self._write = write
         self._queue: queue.Queue[tuple[int, torch.Tensor] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -178,7 +178,7 @@ class Prefetch(Iterator[T]):
 
     _END = object()
 
-    def __init__(self, source: Iterator[T], depth: int = 4) -> None:
+    def __init__(self, source: Iterator[T], depth: int = 3) -> None:
         self._source = source
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
