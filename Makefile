@@ -39,6 +39,16 @@ FOOTAGE_DIR ?= data/footage
 footage: install
 	$(PY) datasets/fetch_footage.py --out $(FOOTAGE_DIR)
 
+# GPU training sprint (checkpoints/MODEL_CARD.md, "GPU training sprint"): pack the footage into build/sprint
+# (about 22 MiB, baselines and start scores computed here), then a short CPU run of the whole sprint.
+.PHONY: sprint-data sprint-cpu
+sprint-data: install
+	$(PY) scripts/pack_sprint_data.py --footage $(FOOTAGE_DIR) --out build/sprint --force
+
+sprint-cpu: install
+	$(PY) scripts/gpu_sprint.py --data build/sprint --out build/sprint_cpu --force --device cpu \
+		--budget_min 1 --limit_min 6 --batch 2 --crop 128 --val_limit 4 --no_mid_validation
+
 # Published weights into checkpoints/, each checked by its git blob id (see checkpoints/README.md).
 weights: install
 	$(PY) checkpoints/download.py

@@ -77,6 +77,7 @@ def options(args: argparse.Namespace) -> Any:
         log_every=args.log_every,
         save_every_s=args.save_every_s,
         mid_validation=not args.no_mid_validation,
+        val_limit=args.val_limit,
         compile=args.compile,
         seed=args.seed,
         losses=_parse_losses(args.loss),
@@ -158,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log_every", type=int, default=50, help="steps between loss read-backs (default 50)")
     parser.add_argument("--save_every_s", type=float, default=60.0, help="seconds between checkpoint writes")
     parser.add_argument("--no_mid_validation", action="store_true", help="validate only at the start and end")
+    parser.add_argument("--val_limit", type=int, default=None, help="validate on the first N triplets only (CPU runs)")
     parser.add_argument(
         "--compile", default="off", choices=COMPILE_MODES, help="torch.compile mode (reduce-overhead: CUDA graphs)"
     )

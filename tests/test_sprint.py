@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -182,6 +183,9 @@ def test_pack_unpack_round_trip(bundle_dir, footage):
     entry = bundle.clips[0]
     args = (bundle_dir / entry["file"], entry["frames"], entry["height"], entry["width"])
     assert np.array_equal(decode_video(*args, decoder="opencv"), decode_video(*args, decoder="pyav"))
+    with av.open(str(args[0])) as container:  # the colour conversion is named in the stream
+        cc = container.streams.video[0].codec_context
+        assert (cc.colorspace, cc.color_range, cc.pix_fmt) == (6, 1, "yuv444p")
 
 
 def test_bundle_baselines_are_the_protocols(bundle_dir, footage, tiny_checkpoints):

@@ -64,6 +64,9 @@ __all__ = [
 FORMAT = "cdfi-sprint-bundle/1"
 MANIFEST = "manifest.json"
 MIB = 2**20
+BT601, MPEG_RANGE = 6, 1
+"""FFmpeg's codes for SMPTE 170M (BT.601) colour and limited ("MPEG") range: what swscale's default
+RGB-to-YUV conversion, which PyAV uses, produces."""
 MEAN_SHIFT_LIMIT = 2.0
 """Largest per-channel mean shift (8-bit levels) tolerated between the packer's and the device's decode
 of a training clip; more means a different colour conversion, which would corrupt the training data."""
@@ -161,6 +164,9 @@ def encode_video(frames: np.ndarray, path: str | Path, *, lossless: bool, encodi
             if encoding.tune:
                 options["tune"] = encoding.tune
             stream.options = options
+            # Say what PyAV's conversion did (BT.601, limited range), for decoders that read the tags.
+            cc = stream.codec_context
+            cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = BT601, MPEG_RANGE, BT601, BT601
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         for i, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")

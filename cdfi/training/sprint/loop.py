@@ -258,7 +258,7 @@ def train_slot(
         result.weights_step = step
     if steady is not None and step > steady[0] and end > steady[1]:
         result.steps_per_s = (step - steady[0]) / (end - steady[1])
-    elif result.train_s > 0:
+    elif step > 0 and result.train_s > 0:
         result.steps_per_s = step / result.train_s
     if result.steps_per_s is not None:
         result.samples_per_s = result.steps_per_s * batch

@@ -112,7 +112,7 @@ def format_summary(report: dict[str, Any]) -> str:
         start, end = val.get("start"), val.get("end")
         gain = None if start is None or end is None else end - start
         lines.append(
-            f"{m['label']:<26}{m['steps']:>8,}{_fmt(m['steps_per_s'], '.1f'):>9}{_fmt(m['samples_per_s'], '.0f'):>11}"
+            f"{m['label']:<26}{m['steps']:>8,}{_fmt(m['steps_per_s'], '.2f'):>9}{_fmt(m['samples_per_s'], '.1f'):>11}"
             f"{_fmt(m['train_s'], '.0f'):>9}{_fmt(start):>11}{_fmt(val.get('mid')):>7}{_fmt(end):>7}"
             f"{_fmt(gain, '+.2f'):>7}"
         )

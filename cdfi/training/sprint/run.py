@@ -76,6 +76,7 @@ class SprintOptions:
     log_every: int = 50
     save_every_s: float = 60.0
     mid_validation: bool = True
+    val_limit: int | None = None
     compile: str = "off"
     seed: int = 0
     losses: dict[str, str] = field(default_factory=dict)
@@ -104,6 +105,8 @@ def check_options(o: SprintOptions) -> None:
         raise SprintError(f"--lr must be positive and --final_lr in [0, 1], got {o.lr}, {o.final_lr}")
     if not 0 <= o.motion_crop <= 1:
         raise SprintError(f"--motion_crop must be in [0, 1], got {o.motion_crop}")
+    if o.val_limit is not None and o.val_limit < 1:
+        raise SprintError(f"--val_limit must be at least 1, got {o.val_limit}")
     if o.log_every < 1 or o.save_every_s <= 0:
         raise SprintError("--log_every and --save_every_s must be positive")
     if o.compile not in COMPILE_MODES:
@@ -252,7 +255,8 @@ def _data_on_device(
     triplets = torch.tensor(rows, dtype=torch.int64, device=runtime.device)
     sampler = DeviceSampler(bank, triplets, o.batch, o.crop, motion_crop=o.motion_crop, seed=o.seed)
     split = unpacked.validation
-    val = ValidationSet.from_arrays(split.clips, split.items, split.names, runtime.device)
+    limit = o.val_limit or len(split.items)
+    val = ValidationSet.from_arrays(split.clips, split.items[:limit], split.names[:limit], runtime.device)
     facts = {
         "train_triplets": len(rows),
         "train_clips": len(bundle.clips) - len(left_out),
@@ -285,17 +289,30 @@ def run_sprint(
     check_options(o)
     if o.out.exists() and (o.out.is_file() or (any(o.out.iterdir()) and not o.force)):
         raise SprintError(f"{o.out}: exists and is not an empty folder (pass --force to write into it)")
+    phases: dict[str, float] = {"start": time.monotonic() - t0}
+    mark = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name], mark = now - mark, now
+
     bundle = read_bundle(o.data)
+    phase("bundle")
     plans = _plans(o, bundle, runtime)
+    phase("models")
     if runtime.is_cuda:
         torch.backends.cudnn.benchmark = True
     for plan in plans:
         plan.peak_bytes = _dry_step(plan, o, runtime)
     check_memory(plans, bundle.decoded_bytes(), o, runtime)
+    phase("dry_steps")
     notes: list[str] = []
     sampler, val, facts = _data_on_device(bundle, o, runtime, notes)
+    phase("data")
     o.out.mkdir(parents=True, exist_ok=True)
-    baselines = {k: v["psnr"] for k, v in bundle.manifest.get("baselines", {}).items()}
+    # Baselines over the items validated (all of them unless --val_limit).
+    baselines = {k: float(np.mean(v["items"][: len(val)])) for k, v in bundle.manifest.get("baselines", {}).items()}
     curves = Curves(baselines)
     report: dict[str, Any] = {
         "device": _device_name(runtime),
@@ -315,13 +332,15 @@ def run_sprint(
     }
     setup_end = time.monotonic()
     report["setup_s"] = setup_end - t0
+    report["setup_phases_s"] = phases
     available = min(o.budget_s, t0 + o.limit_s - o.tail_s - setup_end)
     if available < o.budget_s:
         notes.append(f"set-up took {setup_end - t0:.0f} s; training shortened to {available:.0f} s to fit the limit")
     total_share = sum(p.share for p in plans)
     slots = [max(0.0, available) * p.share / total_share for p in plans]
     planned = ", ".join(f"{p.label} {s:.0f} s" for p, s in zip(plans, slots, strict=True))
-    log(f"set-up {setup_end - t0:.1f} s; training {planned}")
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+    log(f"set-up {setup_end - t0:.1f} s ({parts}); training {planned}")
 
     def entry(plan: _Plan, res: SlotResult, written: int | None) -> dict[str, Any]:
         return {
@@ -352,6 +371,7 @@ def run_sprint(
         res = SlotResult(plan.label)
         if plan.start is None:
             plan.start = validation_psnr(plan.model, val).tolist()
+        plan.start = plan.start[: len(val)]
         res.val["start"], res.val_step["start"] = float(np.mean(plan.start)), 0
         curves.add(model=plan.label, step=0, seconds=0.0, val_psnr=res.val["start"])
         report["models"].append(entry(plan, res, None))
