@@ -60,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--no_progress", action="store_true", help="no progress bar")
 
     names = p.add_argument_group(
-        "frame names (published flags): output folders are always named so; a folder input too when it "
-        "holds <index_from> padded to --zpad digits"
+        "frame names (published flags)",
+        "An output folder's frames are named <index_from + i>, zero-padded to --zpad digits, with the "
+        "--img_format suffix. A folder input holding <index_from> in that naming is read as the published "
+        "script reads it: the consecutive numbers from there.",
     )
     names.add_argument(
         "--img_format",

@@ -181,7 +181,7 @@ def check_frame_size(source: FrameSource) -> None:
 
 def prealign_depths(interp: Interpolator, height: int, width: int) -> list[int]:
     """The pre-alignment depths the interpolator uses on frames of this size (one per tile shape)."""
-    if not getattr(interp, "prealign", False):
+    if not interp.prealign:
         return []
     shapes = set()
     for batch in {1, interp.batch_size}:
@@ -237,7 +237,7 @@ class Conversion:
         return f"interrupted; {self.output} was not written"
 
     def _check_model(self, interp: Interpolator) -> None:
-        got = {"ensemble": getattr(interp, "ensemble", 1), "prealign": bool(getattr(interp, "prealign", False))}
+        got = {"ensemble": interp.ensemble, "prealign": interp.prealign}
         want = {"ensemble": self.model.get("ensemble", 1), "prealign": bool(self.model.get("prealign", False))}
         if got != want:
             raise VideoError(f"the interpolator runs with {got}, but the conversion was prepared for {want}")
@@ -583,8 +583,8 @@ def convert_video(
         input_video,
         output,
         options,
-        ensemble=getattr(interp, "ensemble", 1),
-        prealign=bool(getattr(interp, "prealign", False)),
+        ensemble=interp.ensemble,
+        prealign=interp.prealign,
         note=note,
     )
     return conversion.run(interp, progress)
