@@ -16,6 +16,7 @@ exit 2 before any work; a run stopped by a signal exits 128 + the signal number.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -32,6 +33,13 @@ STARTED = time.monotonic()
 """The call's clock: taken before torch is imported (``main`` imports it), which takes seconds on a fresh machine."""
 
 CHECKPOINTS = ("checkpoints/cdfi_adacof_ours.pth", "checkpoints/compressed_adacof_F_5_D_1_ours.pth")
+
+
+def say(line: str) -> None:
+    """Print a progress line; a closed output (a pipe whose reader was killed with the call) is ignored,
+    so that it cannot stop the last checkpoint from being written."""
+    with contextlib.suppress(OSError):
+        print(line, flush=True)
 
 
 def _parse_losses(items: Sequence[str]) -> dict[str, str]:
@@ -106,6 +114,7 @@ def work(args: argparse.Namespace) -> int:
             steps=args.measure_steps,
             data=args.data if args.data is not None and args.data.exists() else None,
             compile_mode=args.compile,
+            log=say,
         )
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
@@ -126,8 +135,8 @@ def work(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signals[sig] = signal.signal(sig, handler)
-    report = run_sprint(opts, runtime, started=STARTED, stop=stop, log=lambda line: print(line, flush=True))
-    print((args.out / "summary.txt").read_text(), end="")
+    report = run_sprint(opts, runtime, started=STARTED, stop=stop, log=say)
+    say((args.out / "summary.txt").read_text().rstrip("\n"))
     if stop.reason:
         name = stop.reason.split()[-1]
         return 128 + int(getattr(signal, name, signal.SIGTERM))

@@ -471,6 +471,7 @@ def test_sprint_end_to_end_on_cpu(bundle_dir, tiny_checkpoints, tmp_path, capsys
         (["--budget_min", "1"], "does not fit the call's --limit_min 1"),
         (["--budget_min", "0.1", "--shares", "1"], "--shares needs one positive weight per checkpoint (2)"),
         (["--budget_min", "0.1", "--crop", "40"], "a positive multiple of 32"),
+        (["--budget_min", "0.1", "--val_limit", "0"], "--val_limit must be at least 1"),
         (["--budget_min", "0.1", "--device", "cuda"], "no CUDA GPU is available"),
     ],
 )

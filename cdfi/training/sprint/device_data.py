@@ -249,7 +249,7 @@ def psnr_quantized(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / mse)
 
 
-def validation_psnr(model: nn.Module, val: ValidationSet, *, batch: int = 8) -> torch.Tensor:
+def validation_psnr(model: nn.Module, val: ValidationSet, *, batch: int = 4) -> torch.Tensor:
     """PSNR of every validation item (a float64 tensor on the set's device; no host synchronisation).
 
     Runs in fp32 with TF32 off on CUDA, so the numbers compare with the CPU evaluation; the model's

@@ -19,6 +19,9 @@ from cdfi.io.atomic import atomic_path, atomic_write_text
 __all__ = ["Curves", "format_summary", "write_report"]
 
 FIXED_COLUMNS = ("model", "step", "seconds", "samples", "lr", "loss")
+TARGETS = {"cdfi_adacof": 20.0, "compressed_adacof": 80.0}
+"""Training steps per second each model should reach alone on the GPU (issue 24), at ``TARGET_SETTING``."""
+TARGET_SETTING = (16, 256, "bf16")
 
 
 class Curves:
@@ -120,6 +123,15 @@ def format_summary(report: dict[str, Any]) -> str:
         f"validation split ({report['val_items']}): frame average {_fmt(base.get('overlay'))}, "
         f"DIS flow {_fmt(base.get('dis_flow'))} (computed before the call)"
     )
+    if (report["batch"], report["crop"], report["precision"]) == TARGET_SETTING:
+        checks = []
+        for m in report["models"]:
+            target = TARGETS.get(m["label"].split()[0])
+            rate = m.get("steps_per_s")
+            if target is not None and rate is not None:
+                checks.append(f"{m['label']} {rate:.1f} {'>=' if rate >= target else '<'} {target} steps/s")
+        if checks:
+            lines.append("throughput targets (batch 16, 256x256, bf16): " + "; ".join(checks))
     for m in report["models"]:
         if m.get("checkpoint"):
             lines.append(f"checkpoint: {m['checkpoint']} ({m['checkpoint_mib']:.1f} MiB, fp16 weights)")

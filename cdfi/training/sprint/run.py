@@ -251,7 +251,8 @@ def _data_on_device(
     if not rows:
         raise SprintError(f"no training triplet has frames of at least {o.crop}x{o.crop}")
     bank = FrameBank.from_clips(keep, runtime.device)
-    del keep, unpacked.train
+    keep.clear()
+    unpacked.train.clear()  # the host copies: the bank holds the frames now
     triplets = torch.tensor(rows, dtype=torch.int64, device=runtime.device)
     sampler = DeviceSampler(bank, triplets, o.batch, o.crop, motion_crop=o.motion_crop, seed=o.seed)
     split = unpacked.validation
