@@ -126,10 +126,17 @@ def test_resume_checks_the_checkpoint(tmp_path) -> None:
     assert load_checkpoint(last).meta["sampling"] == "floor"  # nothing was rewritten
 
 
+def test_a_set_smaller_than_one_batch_trains_as_one_partial_batch(tmp_path, capsys) -> None:
+    make_set(tmp_path / "data", count=3)
+    setup = setup_run(_config(tmp_path, optimisation={"batch_size": 4}), CPU)
+    assert "fewer than one batch of 4" in capsys.readouterr().err
+    batches = list(setup.trainer.loader)
+    assert len(batches) == 1 and batches[0][0].shape[0] == 3
+
+
 def test_refusals_leave_no_run_folder(tmp_path, monkeypatch) -> None:
     make_set(tmp_path / "data", count=3)
     cases = [
-        (_config(tmp_path, optimisation={"batch_size": 4}), "fewer than one batch"),
         (_config(tmp_path, model={"model": "cdfi_adacof"}), "g_Occlusion"),
         (
             _config(tmp_path, run={"published_loop": True}, evaluation={"test_every": 1, "data_root": str(tmp_path)}),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cdfi.training.init import INITS
-from cdfi.training.losses import DEFAULT_LOSSES, parse_loss
+from cdfi.training.losses import DEFAULT_LOSSES, drop_term, parse_loss, vgg_weights_available
 from cdfi.training.optim import OPTIMIZERS, check_decay_type
 from cupy_module import SAMPLING_RULES
 from models import DEFAULT_SAMPLING, DEFAULT_SIZES, list_models, variant_name
@@ -397,6 +398,22 @@ def _flatten(doc: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def default_loss(model: str, vgg_weights: str | None = None) -> str:
+    """The family's published loss; without ImageNet VGG16 weights on this machine (none can be
+    downloaded here) its VGG term is dropped with a one-line note, so that the published command runs
+    as written. An explicit ``--loss`` with VGG still needs the weights (one-line error)."""
+    loss = DEFAULT_LOSSES[model]
+    if any(t.name == "VGG" for t in parse_loss(loss)) and not vgg_weights_available(vgg_weights):
+        fallback = drop_term(loss, "VGG")
+        print(
+            f"note: no ImageNet VGG16 weights here, so the published loss's VGG term is dropped: training with "
+            f"{fallback} (pass --vgg_weights PATH for {loss})",
+            file=sys.stderr,
+        )
+        return fallback
+    return loss
+
+
 def resolve(doc: Mapping[str, Any]) -> TrainConfig:
     """Build the ``TrainConfig`` of a merged document and fill in what follows from the model family:
     kernel size and dilation, the loss (a per-family mapping picks the family's), the run name."""
@@ -413,7 +430,9 @@ def resolve(doc: Mapping[str, Any]) -> TrainConfig:
         if model.model not in loss:
             raise ConfigError(f"the recipe gives no loss for --model {model.model}; pass --loss")
         loss = loss[model.model]
-    groups["optimisation"]["loss"] = loss if loss is not None else DEFAULT_LOSSES[model.model]
+    if loss is None:
+        loss = default_loss(model.model, groups["optimisation"].get("vgg_weights"))
+    groups["optimisation"]["loss"] = loss
     run = groups["run"]
     if run.get("uid") is None and run.get("out_dir") is None:
         run["uid"] = variant_name(model.model, model.kernel_size, model.dilation)

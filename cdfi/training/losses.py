@@ -116,6 +116,20 @@ def parse_loss(spec: str) -> list[LossTerm]:
     return terms
 
 
+def drop_term(spec: str, name: str) -> str:
+    """``spec`` without its ``name`` term (``spec`` itself when it has none)."""
+    return "+".join(f"{t.weight:g}*{t.name}" for t in parse_loss(spec) if t.name != name)
+
+
+def vgg_weights_available(path: str | Path | None = None) -> bool:
+    """True when ``find_vgg_weights(path)`` would find a file."""
+    try:
+        find_vgg_weights(path)
+    except VGGWeightsError:
+        return False
+    return True
+
+
 def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Charbonnier distance ``mean(sqrt(d^2 + eps^2))`` of the published AdaCoF/CDFI training."""
     d = output - target

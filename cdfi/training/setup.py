@@ -122,10 +122,18 @@ def setup_run(config: TrainConfig, runtime: Runtime, resume: str | None = None, 
         synthetic_shift=config.experimental.synthetic_shift,
         count=data.num_training_samples,
     )
-    if len(dataset) < opt.batch_size:
-        raise TrainSetupError(
-            f"{data.data_dir}: {len(dataset)} training triplets, fewer than one batch of {opt.batch_size}"
+    keep_last_batch = data.keep_last_batch
+    if len(dataset) < opt.batch_size and not keep_last_batch:
+        if world > 1:
+            raise TrainSetupError(
+                f"{data.data_dir}: {len(dataset)} training triplets, fewer than one batch of {opt.batch_size}"
+            )
+        print(
+            f"note: {data.data_dir}: {len(dataset)} training triplets, fewer than one batch of {opt.batch_size}; "
+            "training on them as one partial batch per epoch (as the published loader does)",
+            file=sys.stderr,
         )
+        keep_last_batch = True
     mb_items, val_items = middlebury_items(config.evaluation), validation_items(config.evaluation)
     if config.run.published_loop and not mb_items:
         raise TrainSetupError(
@@ -148,7 +156,7 @@ def setup_run(config: TrainConfig, runtime: Runtime, resume: str | None = None, 
         )
     optimizer = build_optimizer(opt.optimizer, model.parameters(), opt.lr, opt.weight_decay)
     scheduler = build_scheduler(optimizer, opt.decay_type, opt.lr_decay, opt.gamma)
-    drop_last = not data.keep_last_batch
+    drop_last = not keep_last_batch
     sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=opt.seed, drop_last=drop_last)
     loader = DataLoader(
         dataset,
