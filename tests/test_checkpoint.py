@@ -210,3 +210,16 @@ def test_random_bytes_give_a_short_reason(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty file"):
         load_checkpoint(path)
+
+
+def test_a_missing_published_checkpoint_names_the_download_command(tmp_path) -> None:
+    """A published file name (the official repository's checkpoints/) gets the fetch command; others do not."""
+    with pytest.raises(CheckpointError) as published:
+        load_checkpoint(tmp_path / "adacof_F_5_D_1.pth")
+    assert str(published.value) == (
+        f"{tmp_path / 'adacof_F_5_D_1.pth'}: checkpoint not found; "
+        "fetch it with `make weights` (or python checkpoints/download.py adacof_F_5_D_1)"
+    )
+    with pytest.raises(CheckpointError) as other:
+        load_checkpoint(tmp_path / "mine.pth")
+    assert str(other.value) == f"{tmp_path / 'mine.pth'}: checkpoint not found"

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cdfi.io.atomic import atomic_path
+from cdfi.io.paths import missing_checkpoint
 from models import DEFAULT_SIZES, PUBLISHED_VARIANTS, WarpingModel, list_models, make_model, variant_name
 from models.arch import published_arch
 
@@ -84,7 +85,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint file in the published format, ours, or as a bare state dict."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(missing_checkpoint(path))
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for corrupt files

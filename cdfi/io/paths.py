@@ -11,6 +11,15 @@ CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 DATA_ROOT_ENV = "CDFI_DATA_ROOT"
 
 # Published file name -> the file this project trained itself and ships instead.
+PUBLISHED_CHECKPOINTS = (
+    "CDFI_adacof.pth",
+    "compressed_adacof_F_5_D_1.pth",
+    "compressed_adacof_F_11_D_2.pth",
+    "adacof_F_5_D_1.pth",
+    "adacof_pruned_lr_1e-2_lam_1e-4_Np_10.pth",
+)
+"""The files of the official repository's ``checkpoints/`` folder (``checkpoints/download.py`` fetches them)."""
+
 SHIPPED_CHECKPOINTS = {
     "CDFI_adacof.pth": "cdfi_adacof_ours.pth",
     "compressed_adacof_F_5_D_1.pth": "compressed_adacof_F_5_D_1_ours.pth",
@@ -32,6 +41,15 @@ def resolve_data_root(flag: str | Path | None = None) -> Path:
     return REPO_ROOT / "test_data"
 
 
+def missing_checkpoint(path: str | Path) -> str:
+    """The one line for a checkpoint that is not there; for a published file name it says how to fetch it."""
+    path = Path(path)
+    line = f"{path}: checkpoint not found"
+    if path.name in PUBLISHED_CHECKPOINTS:
+        line += f"; fetch it with `make weights` (or python checkpoints/download.py {path.stem})"
+    return line
+
+
 def resolve_checkpoint(path: str | Path, explicit: bool = False, quiet: bool = False) -> Path:
     """The checkpoint to use for ``path``.
 
@@ -43,7 +61,7 @@ def resolve_checkpoint(path: str | Path, explicit: bool = False, quiet: bool = F
     if path.is_file():
         return path
     if explicit:
-        raise MissingCheckpointError(f"{path}: checkpoint not found")
+        raise MissingCheckpointError(missing_checkpoint(path))
     shipped = SHIPPED_CHECKPOINTS.get(path.name)
     if shipped and (CHECKPOINT_DIR / shipped).is_file():
         if not quiet:
