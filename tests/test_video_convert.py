@@ -181,7 +181,7 @@ def test_scene_cuts_batching_and_resume_with_a_target_rate(tmp_path: Path) -> No
     assert 0 < len(written) < len(got)
     lines: list[str] = []
     convert_video(mean_interp(), inputs, tmp_path / "resumed", ConversionOptions(**opts), note=lines.append)
-    assert any(line.startswith("resuming") for line in lines)
+    assert any(line.startswith("resuming") and "--force starts over" in line for line in lines)
     assert all(torch.equal(a, b) for a, b in zip(got, folder_frames(tmp_path / "resumed"), strict=True))
     manifest = json.loads((tmp_path / "resumed" / MANIFEST).read_text())
     assert manifest["target_fps"] == "60" and manifest["time_tolerance"] == "1/16" and "factor" not in manifest

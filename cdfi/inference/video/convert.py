@@ -260,7 +260,7 @@ class Conversion:
         if self.folder is not None:
             self.folder.start(self.mode)
             if self.mode == "resume":
-                self.note(f"resuming {self.output}: frames already written are skipped")
+                self.note(f"resuming {self.output}: frames already written are skipped (--force starts over)")
             sink: Any = FolderSink(self.folder, preview)
             try:
                 stats = self._stream(interp, sink, progress)
