@@ -1,7 +1,7 @@
 """AdaCoF warp benchmark on CDFI shapes (F=11, D=2, 63 channels per side: frame + 5 feature maps).
 
 Prints, for each size, forward and backward times of every available backend for the two warps of one
-CDFI pass, and the ratios of issue 7, all measured in this one run:
+CDFI pass, and three ratios (cupy_module/README.md), all measured in this one run:
   warp/non-warp   warp forward time / time of the CDFI model with the warps replaced by free stand-ins
   ref/fast        reference forward time / fast backend forward time
   bwd/fwd         fast backend backward time / its forward time
