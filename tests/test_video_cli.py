@@ -254,3 +254,26 @@ def test_frames_too_small_names_the_input(tmp_path: Path, ckpt: Path, capsys: py
     err = capsys.readouterr().err
     one_error_line(err, f"{inputs}: frames of 8x8 are too small")
     assert "model " not in err and not out.exists()
+
+
+def test_output_that_is_the_input_is_refused_and_the_input_kept(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = frame_folder(tmp_path / "in")
+    before = snapshot(inputs)
+    link = tmp_path / "link"
+    link.symlink_to(inputs, target_is_directory=True)
+    # --zpad 3 names the output frames exactly as the input frames, so writing would overwrite them
+    for out in (inputs, link, Path(f"{inputs}/")):
+        code = run("--input_video", inputs, "--output_video", out, "--zpad", "3", "--force", "--checkpoint", ckpt)
+        assert code == 2
+        one_error_line(capsys.readouterr().err, f"{out}: is the input itself")
+        assert snapshot(inputs) == before
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, Fraction(25)) as writer:
+        for p in sorted(inputs.iterdir()):
+            writer.write(read_image(p))
+    data = clip.read_bytes()
+    assert run("--input_video", clip, "--output_video", clip, "--force", "--checkpoint", ckpt, "--no_progress") == 2
+    one_error_line(capsys.readouterr().err, f"{clip}: is the input itself")
+    assert clip.read_bytes() == data

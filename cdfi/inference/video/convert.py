@@ -13,6 +13,7 @@ thread while the model works.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -437,6 +438,8 @@ def prepare_conversion(
     note = note or _stderr
     _check_options(o)
     source = open_source(input_video, o.naming)
+    if output is not None and _same_path(Path(output), Path(source.path)):
+        raise VideoError(f"{output}: is the input itself; give the output another name")
     for line in (source.folder_note, source.timing_note):
         if line:
             note(line)
@@ -505,6 +508,16 @@ def prepare_conversion(
         ensure_writable(o.gif, o.force)
         GifPreview(o.gif, fps, o.gif_frames)
     return Conversion(source, out, o, timeline, fps, encoder, folder, mode, tracks, stretch, model, note)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder (through links too)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
 
 
 def _note_repeats(timeline: Timeline, source: FrameSource, note: Note) -> None:
