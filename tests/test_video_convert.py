@@ -258,6 +258,28 @@ def test_slow_motion_leaves_audio_out_or_stretches_it(
     assert abs(peak_hz(data[0]) - SINE_HZ) < 3  # at the same pitch
 
 
+def test_input_fps_that_retimes_the_video_moves_the_audio_with_it(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--input_fps 12.5 on a 25 fps clip doubles its duration although --factor 2 plays at the rate it
+    makes: the sound is left out in one line (auto) or stretched to twice its length, never copied out of
+    step; --fps 50 on top brings the duration back and the track is copied."""
+    monkeypatch.setattr(Interpolator, "_forward", mean_forward)
+    source = write_clip(tmp_path / "clip.mp4", flat_frames(VALUES * 4))
+    ref, _, _ = read_audio(source)  # type: ignore[misc]
+    base = ("--input", source, "--factor", 2, "--input_fps", "12.5", "--checkpoint", ckpt, "--no_progress")
+    assert run(*base, "--output", tmp_path / "auto.mp4") == 0
+    err = capsys.readouterr().err
+    assert sum("audio track(s) are left out" in line for line in err.splitlines()) == 1, err
+    assert read_audio(tmp_path / "auto.mp4") is None
+    assert run(*base, "--output", tmp_path / "stretched.mp4", "--audio", "stretch") == 0
+    data, _, _ = read_audio(tmp_path / "stretched.mp4")  # type: ignore[misc]
+    assert abs(data.shape[1] / ref.shape[1] - 2) < 0.05
+    assert run(*base, "--fps", 50, "--output", tmp_path / "kept.mp4") == 0
+    kept, _, _ = read_audio(tmp_path / "kept.mp4")  # type: ignore[misc]
+    assert np.array_equal(kept, ref)
+
+
 def test_audio_that_cannot_be_decoded_is_left_out_in_one_line(
     tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -155,8 +155,9 @@ def plan_tracks(source: FrameSource, output: Path, stretch: Fraction, mode: str,
         note(f"note: {len(audio)} audio track(s) of {source.path} left out (--audio none)")
     elif audio and stretch != 1 and mode == "auto":
         note(
-            f"note: the output lasts {float(stretch):.4g}x as long as {source.path} (slow motion or --fps), so its "
-            f"{len(audio)} audio track(s) are left out (--audio stretch keeps them, at the same pitch)"
+            f"note: the output lasts {float(stretch):.4g}x as long as {source.path} (slow motion, --fps or "
+            f"--input_fps), so its {len(audio)} audio track(s) are left out (--audio stretch keeps them, at the "
+            "same pitch)"
         )
     container = av.open(str(source.path))
     try:

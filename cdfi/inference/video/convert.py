@@ -462,6 +462,8 @@ def prepare_conversion(
     timeline = Timeline(in_rate, rate, tolerance)
     fps = o.fps or rate
     stretch = rate / fps
+    if source.fps is not None and in_rate != source.fps:  # --input_fps retimes the video; the sound must follow
+        stretch *= source.fps / in_rate
 
     kind_codec = codec_spec(o.codec) if o.codec else None
     if output is None:
