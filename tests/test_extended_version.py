@@ -188,6 +188,23 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
+def test_dropped_vgg_term_note_says_where_the_weights_go(tmp_path, monkeypatch, capsys) -> None:
+    """The face has no --vgg_weights flag, so the note names torchvision's cache, where they are looked for."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    config = pruning_lib.PruneConfig(
+        checkpoint=Path("x.pth"),
+        train_dir=Path("trip"),
+        out=Path("out.pth"),
+        loss=PUBLISHED_LOSS,
+        loss_fallback="1*Charb+0.01*g_Spatial",
+    )
+    loss = pruning_lib._loss(config, "adacof")
+    assert [term.name for term in loss.terms] == ["Charb", "g_Spatial"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "the VGG term is dropped" in line and "--vgg_weights" not in line
+    assert f"vgg16-397923af.pth in {tmp_path / 'hub' / 'checkpoints'}" in line
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [

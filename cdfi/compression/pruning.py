@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cdfi.compression.densities import conv_densities, model_density
 from cdfi.io.atomic import ensure_writable
 from cdfi.io.checkpoint import load_model, save_checkpoint
 from cdfi.runtime import Runtime
-from cdfi.training.losses import DEFAULT_LOSSES, CompositeLoss, VGGWeightsError
+from cdfi.training.losses import DEFAULT_LOSSES, VGG16_FILE, CompositeLoss, VGGWeightsError
 from cdfi.training.optim import build_scheduler, check_decay_type
 from cdfi.training.sampler import ResumableSampler
 from cdfi.training.trainer import Trainer, TrainerOptions
@@ -206,9 +207,10 @@ def _loss(config: PruneConfig, model_name: str) -> CompositeLoss:
     except VGGWeightsError:
         if config.loss_fallback is None:
             raise
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
         print(
             f"note: --loss {spec}: no ImageNet VGG16 weights here, so the VGG term is dropped: "
-            f"using {config.loss_fallback} (pass --vgg_weights PATH to keep it)",
+            f"using {config.loss_fallback} (put torchvision's {VGG16_FILE} in {cache} to keep it)",
             file=sys.stderr,
         )
         return CompositeLoss(config.loss_fallback)
