@@ -18,9 +18,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cdfi.cli import run_cli
-from cdfi.inference.cli import add_model_arguments, interpolate_two_frames
-from cdfi.io.paths import REPO_ROOT
+try:  # Ctrl-C while PyTorch loads (a second or two): one line, not a traceback
+    from cdfi.cli import run_cli
+    from cdfi.inference.cli import add_model_arguments, interpolate_two_frames
+    from cdfi.io.paths import REPO_ROOT
+except KeyboardInterrupt:
+    print("interrupted; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 EXAMPLES = REPO_ROOT / "examples"
 

@@ -17,11 +17,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cdfi.cli import run_cli
-from cdfi.inference.cli import add_model_arguments
-from cdfi.inference.video.audio import AUDIO_MODES
-from cdfi.inference.video.cli import convert_from_args
-from cdfi.io.video import CODECS
+try:  # Ctrl-C while PyTorch loads (a second or two): one line, not a traceback
+    from cdfi.cli import run_cli
+    from cdfi.inference.cli import add_model_arguments
+    from cdfi.inference.video.audio import AUDIO_MODES
+    from cdfi.inference.video.cli import convert_from_args
+    from cdfi.io.video import CODECS
+except KeyboardInterrupt:
+    print("interrupted; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 FACTORS = (2, 4, 8, 16, 32)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -277,3 +279,27 @@ def test_output_that_is_the_input_is_refused_and_the_input_kept(
     assert run("--input_video", clip, "--output_video", clip, "--force", "--checkpoint", ckpt, "--no_progress") == 2
     one_error_line(capsys.readouterr().err, f"{clip}: is the input itself")
     assert clip.read_bytes() == data
+
+
+CTRL_C_ON_IMPORT = """
+import runpy, sys
+class CtrlC:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "cdfi.cli":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC)
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", ["interpolate_video.py", "interpolate_twoframe.py"])
+def test_ctrl_c_while_loading_is_one_line_and_130(script: str) -> None:
+    """Ctrl-C during the imports (PyTorch takes a second or two to load) exits 130 with one line."""
+    root = Path(interpolate_video.__file__).resolve().parent
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_ON_IMPORT, str(root / script)], cwd=root, capture_output=True, text=True
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.splitlines() == ["interrupted; nothing was written"], done.stderr
