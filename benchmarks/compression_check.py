@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the three checks; returns the exit status (2: bad options, 130: interrupted)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--noise", type=float, nargs="*", default=[0.1, 0.2], help="log-normal sigma of density noise")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=5, help="noise draws per sigma (default 5)")
     p.add_argument("--steps", type=int, default=6, help="training steps on the emitted spec (0: skip)")
-    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--crop", type=int, default=64, help="training crop size in px (default 64)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")

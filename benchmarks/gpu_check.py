@@ -162,8 +162,12 @@ def timings(dev: torch.device, sizes: list[tuple[int, int]], repeat: int) -> Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="640x480,1920x1080")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--sizes", default="640x480,1920x1080", help="comma-separated WxH sizes to time (default 640x480,1920x1080)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed calls per measurement; the best is kept (default 5)"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device visible to PyTorch")

@@ -88,9 +88,11 @@ def cpu_4k_child(precision: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--skip-cpu-4k", action="store_true")
+    p.add_argument(
+        "--skip-cpu-4k", action="store_true", help="skip the 4K pair on the CPU (its tiling and peak memory)"
+    )
     p.add_argument("--cpu-4k-child", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

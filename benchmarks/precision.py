@@ -212,12 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         "--models", nargs="+", default=["cdfi_adacof", "compressed_adacof", "adacof"], choices=list_models()
     )
     parser.add_argument("--size", type=_size, default=(640, 480), help="inference frame size WxH (640x480)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved inference runs; the minimum is kept (3)")
     parser.add_argument("--crop", type=int, default=256, help="training crop size (256)")
     parser.add_argument("--batch", type=int, default=4, help="training batch size (4)")
-    parser.add_argument("--train-repeats", type=int, default=2)
-    parser.add_argument("--skip-inference", action="store_true")
-    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument(
+        "--train-repeats", type=int, default=2, help="interleaved training runs; the minimum is kept (2)"
+    )
+    parser.add_argument("--skip-inference", action="store_true", help="only the training table")
+    parser.add_argument("--skip-train", action="store_true", help="only the inference table")
     parser.add_argument("--train-floor", action="store_true", help="also time training with the stand-in warp")
     parser.add_argument("--all-configs", action="store_true", help="also time bf16 without channels_last")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of bf16 + channels_last")

@@ -104,14 +104,23 @@ def _name_list(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Print steps per second per configuration (and write --out); returns the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=_name_list, default="compressed_adacof,cdfi_adacof")
-    p.add_argument("--crops", type=_int_list, default="128,256")
-    p.add_argument("--batches", type=_int_list, default="4,8")
-    p.add_argument("--precisions", type=_name_list, default="fp32,bf16")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--models",
+        type=_name_list,
+        default="compressed_adacof,cdfi_adacof",
+        help="comma-separated model families (default compressed_adacof,cdfi_adacof)",
+    )
+    p.add_argument(
+        "--crops", type=_int_list, default="128,256", help="comma-separated square crop sizes in px (default 128,256)"
+    )
+    p.add_argument("--batches", type=_int_list, default="4,8", help="comma-separated batch sizes (default 4,8)")
+    p.add_argument(
+        "--precisions", type=_name_list, default="fp32,bf16", help="comma-separated precisions (default fp32,bf16)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default 2)")
     p.add_argument("--data", help="triplet folder to crop real frames from (default: random frames)")
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
