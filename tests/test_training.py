@@ -102,6 +102,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path) -> None:
     cmd = [*torchrun, "train.py", *cli_args(tmp_path, uid="ddp"), *common]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "FutureWarning" not in proc.stderr  # no deprecated DistributedDataParallel argument
     single = load_checkpoint(tmp_path / "mw" / "single" / "checkpoints" / "last.pth")
     ddp = load_checkpoint(tmp_path / "mw" / "ddp" / "checkpoints" / "last.pth")
     assert ddp.meta["step"] == single.meta["step"] == 2

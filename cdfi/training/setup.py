@@ -150,9 +150,10 @@ def setup_run(config: TrainConfig, runtime: Runtime, resume: str | None = None, 
     criterion = criterion.to(runtime.device)
     train_model: nn.Module = model
     if world > 1:
-        # The models' only buffers are constants (the RGB mean), so there is nothing to broadcast.
+        # The models' only buffers are constants (the RGB mean): synced once at init, never per forward
+        # (forward_sync_buffers replaces the deprecated broadcast_buffers, which warned on every process).
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[runtime.device.index] if runtime.is_cuda else None, broadcast_buffers=False
+            model, device_ids=[runtime.device.index] if runtime.is_cuda else None, forward_sync_buffers=False
         )
     optimizer = build_optimizer(opt.optimizer, model.parameters(), opt.lr, opt.weight_decay)
     scheduler = build_scheduler(optimizer, opt.decay_type, opt.lr_decay, opt.gamma)
