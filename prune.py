@@ -46,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use a seeded random subset of this many triplets (CDFI's extended version: 1000)",
     )
-    p.add_argument("--epochs", type=int, default=10, help="epochs of fine-tuning")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=10, help="epochs of fine-tuning (default 10)")
+    p.add_argument("--batch_size", type=int, default=8, help="batch size (default 8)")
     p.add_argument("--crop", type=int, default=None, help="random square crop (default: full frames)")
-    p.add_argument("--lr", type=float, default=1e-2, help="OBProxSG step size")
-    p.add_argument("--lambda_", type=float, default=1e-4, help="l1 weight")
+    p.add_argument("--lr", type=float, default=1e-2, help="OBProxSG step size (default 1e-2)")
+    p.add_argument("--lambda_", type=float, default=1e-4, help="l1 weight (default 1e-4)")
     p.add_argument("--Np", type=int, default=2, help="epochs of proximal steps per cycle (CDFI: 2)")
-    p.add_argument("--No", type=parse_no, default="inf", help="epochs of orthant steps per cycle, or inf")
+    p.add_argument("--No", type=parse_no, default="inf", help="epochs of orthant steps per cycle, or inf (default inf)")
     p.add_argument(
         "--eps",
         type=float,
@@ -65,19 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="per-epoch step size schedule: none (default), step (StepLR every --lr_decay epochs), step_E1_E2...",
     )
-    p.add_argument("--lr_decay", type=int, default=20, help="epochs per step of --decay_type step")
-    p.add_argument("--gamma", type=float, default=0.5, help="step size factor of each decay step")
+    p.add_argument("--lr_decay", type=int, default=20, help="epochs per step of --decay_type step (default 20)")
+    p.add_argument("--gamma", type=float, default=0.5, help="step size factor of each decay step (default 0.5)")
     p.add_argument(
         "--loss", default=None, help=f"loss string (default: {ADACOF_LOSS} for the AdaCoF family, {CDFI_LOSS} for CDFI)"
     )
     p.add_argument("--vgg_weights", default=None, help="VGG16 weights when the loss has a VGG term")
     add_runtime_arguments(p, precision_default="fp32")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset, order and crops (default 0)")
     p.add_argument("--max_steps", type=int, default=None, help="stop after this many steps (for smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue from <out>.last.pth")
     p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 
 
