@@ -46,7 +46,7 @@ README_REPORT = shlex.split(
 # Defaults of the published train.py's parse_args, which both published scripts use.
 PUBLISHED_DEFAULTS = {
     "model": "cdfi_adacof",
-    "gpu_id": 0,
+    "gpu_id": None,  # the published 0: unset means GPU 0 when there is one, with no CPU note otherwise
     "use_cudnn": True,
     "data_dir": "./vimeo_triplet/",
     "uid": None,

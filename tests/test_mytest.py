@@ -92,7 +92,8 @@ def _files(folder: Path) -> set[str]:
 def test_flags_and_defaults_are_the_published_ones() -> None:
     parser = build_parser(mytest.FACE)
     args = parser.parse_args([])
-    assert (args.model, args.gpu_id, args.vimeo_dir, args.layout) == (None, 0, None, "published")
+    # --gpu_id unset means GPU 0 when there is one (the published default), without a note on the CPU
+    assert (args.model, args.gpu_id, args.vimeo_dir, args.layout) == (None, None, None, "published")
     assert "cdfi_adacof" in parser.format_help() and "(default 11)" in parser.format_help()
     args = parser.parse_args(["--gpu_id", "1", *VARIANT_F5, "--vimeo_dir", "v"])
     assert (args.model, args.gpu_id, args.kernel_size, args.dilation, args.vimeo_dir) == (

@@ -86,9 +86,9 @@ def add_published_flags(parser: argparse.ArgumentParser, *, runtime: bool) -> No
     g.add_argument("--dilation", type=int, default=2, help="AdaCoF dilation D (published default: 2)")
     g.add_argument("--checkpoint", default=None, help="the trained (or pruned) checkpoint to load")
     if runtime:
-        add_runtime_arguments(parser, precision_default="fp32", gpu_id_default=0)
+        add_runtime_arguments(parser, precision_default="fp32")
     else:
-        parser.add_argument("--gpu_id", type=int, default=0, help="accepted; the report runs on the CPU, as published")
+        parser.add_argument("--gpu_id", type=int, help="accepted; the report runs on the CPU, as published")
     g = parser.add_argument_group("published folders and run")
     g.add_argument(
         "--use_cudnn",

@@ -89,7 +89,7 @@ def build_parser(face: Face) -> argparse.ArgumentParser:
         k, d = face.default_sizes(face.models[0])
     else:
         k, d = face.default_sizes(face.family)
-    add_runtime_arguments(p, precision_default="fp32", gpu_id_default=0)
+    add_runtime_arguments(p, precision_default="fp32")
     p.add_argument("--kernel_size", type=int, default=None, help=f"kernel size F (default {k})")
     p.add_argument("--dilation", type=int, default=None, help=f"dilation D (default {d})")
     p.add_argument(

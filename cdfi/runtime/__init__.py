@@ -70,7 +70,8 @@ def add_runtime_arguments(
         "--gpu_id",
         type=int,
         default=gpu_id_default,
-        help="published flag: GPU N when there is one, else the CPU with a one-line note",
+        help="published flag: GPU N when there is one, else the CPU with a one-line note "
+        "(unset: GPU 0 when there is one, the published default)",
     )
     g.add_argument(
         "--precision",
