@@ -84,7 +84,7 @@ def test_best_pth_only_on_strict_improvements_and_one_metric(tmp_path) -> None:
     assert trainer.extra_state["best_value"] == 31.0 and trainer.extra_state["best_step"] == 30
 
 
-def test_validation_rows_carry_the_overlay_baseline(tmp_path) -> None:
+def test_validation_rows_carry_the_overlay_baseline(tmp_path, capsys) -> None:
     """val.csv: the untrained model at step 0, and the overlay (A+C)/2 scored as published (8-bit in float32
     arithmetic, skimage PSNR)."""
     val = make_set(tmp_path / "val", count=0, test=2)
@@ -95,6 +95,10 @@ def test_validation_rows_carry_the_overlay_baseline(tmp_path) -> None:
         trainer.train_step(next(iter(trainer.loader)))
     rows = read_csv(tmp_path / "run" / "val.csv")
     assert [int(r["step"]) for r in rows] == [0, 1]
+    shown = [line for line in capsys.readouterr().out.splitlines() if "validation PSNR" in line]
+    logged = [line for line in (tmp_path / "run" / "log.txt").read_text().splitlines() if "validation PSNR" in line]
+    assert len(shown) == len(logged) == 2
+    assert all(entry.endswith(line) for entry, line in zip(logged, shown, strict=True))
     scores = []
     for item in items:
         a, c, gt = (

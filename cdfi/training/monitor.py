@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from tqdm import tqdm
 
 from cdfi.evaluation.baselines import DISFlow, Overlay
 from cdfi.evaluation.protocol import evaluate_items
@@ -31,6 +32,12 @@ from datasets.benchmark_sets import BenchmarkItem
 __all__ = ["TrainingMonitor"]
 
 PLOT_INTERVAL_S = 120  # matplotlib costs seconds: redraw after a validation at most this often
+
+
+def _report(log: RunLog, text: str) -> None:
+    """A measurement line: into ``log.txt`` and onto the console (above any progress bar)."""
+    log.line(text)
+    tqdm.write(text)
 
 
 class TrainingMonitor:
@@ -145,9 +152,10 @@ class TrainingMonitor:
                 "dis_flow": state["val_dis_flow"],
             }
         )
-        log.line(
+        _report(
+            log,
             f"step {trainer.step}: validation PSNR {value:.3f} dB (overlay {state['val_overlay']:.3f}, "
-            f"DIS flow {state['val_dis_flow']:.3f}) on {len(result.rows)} triplets"
+            f"DIS flow {state['val_dis_flow']:.3f}) on {len(result.rows)} triplets",
         )
         if value is not None and not self.middlebury:
             self.keep_best("val_psnr", value)
@@ -174,7 +182,7 @@ class TrainingMonitor:
                 "ssim": mean["ssim"],
             }
         )
-        log.line(f"epoch {trainer.epoch}: Middlebury PSNR {mean['psnr']:.3f} dB, SSIM {mean['ssim']:.4f}")
+        _report(log, f"epoch {trainer.epoch}: Middlebury PSNR {mean['psnr']:.3f} dB, SSIM {mean['ssim']:.4f}")
         if keep and mean["psnr"] is not None:
             self.keep_best("middlebury_psnr", mean["psnr"])
         return mean["psnr"]
@@ -195,7 +203,7 @@ class TrainingMonitor:
                 save_checkpoint(self.best_path.with_name(name), self._model, trainer.epoch + 1, extra=extra)
                 saved += f" and {name}"
             if self.log is not None:
-                self.log.line(f"best {metric} {value:.3f} dB at step {trainer.step}: saved {saved}")
+                _report(self.log, f"best {metric} {value:.3f} dB at step {trainer.step}: saved {saved}")
 
     # -------------------------------------------------------------------- helpers
 
