@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import importlib.util
 import io
 import os
@@ -42,6 +41,7 @@ import av
 from PIL import Image
 
 from cdfi.cli import WorkError, run_cli
+from cdfi.io.download import sha256_file
 
 __all__ = [
     "CLIPS",
@@ -328,15 +328,6 @@ def decode_ranges(
 
 # ---------------------------------------------------------------------------------------------------------------
 # packages and files
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str, what: str) -> None:

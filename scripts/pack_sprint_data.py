@@ -13,7 +13,6 @@ written) when the videos pass ``--max_mib``. Everything is described in ``cdfi/t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +28,7 @@ from cdfi.cli import run_cli
 from cdfi.evaluation.baselines import DISFlow, Overlay
 from cdfi.evaluation.metrics import psnr
 from cdfi.io.checkpoint import load_model
+from cdfi.io.download import sha256_file
 from cdfi.io.images import quantize
 from cdfi.io.video import list_frame_files, natural_key
 from cdfi.training.sprint.bundle import BundleError, Encoding, SourceClip, ValidationSplit, pack_bundle
@@ -79,10 +79,6 @@ def score_split(model: torch.nn.Module, split: ValidationSplit) -> list[float]:
     return scores
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def evaluate(split: ValidationSplit, checkpoints: Sequence[Path], baselines: bool, log: Any) -> dict[str, Any]:
     """The manifest entries ``baselines`` (frame average, DIS flow) and ``start`` (each checkpoint)."""
     out: dict[str, Any] = {"baselines": {}, "start": {}}
@@ -97,7 +93,7 @@ def evaluate(split: ValidationSplit, checkpoints: Sequence[Path], baselines: boo
         items = score_split(model, split)
         out["start"][model.model_name] = {
             "checkpoint": str(path),
-            "sha256": _sha256(Path(path)),
+            "sha256": sha256_file(path),
             "psnr": float(np.mean(items)),
             "items": items,
         }

@@ -17,7 +17,6 @@ shrink so that the run still ends ``tail_s`` before the call's limit.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from cdfi.io.checkpoint import load_model
+from cdfi.io.download import sha256_file
 from cdfi.runtime import Runtime
 from cdfi.runtime.precision import prepare_model
 from cdfi.training.sprint.bundle import Bundle, read_bundle, unpack_bundle
@@ -119,14 +119,6 @@ def check_options(o: SprintOptions) -> None:
             raise SprintError(f"{path}: checkpoint not found")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class _Plan:
     """One model to train: its checkpoint, the model on the device, loss and output name."""
@@ -152,7 +144,7 @@ def _plans(o: SprintOptions, bundle: Bundle, runtime: Runtime) -> list[_Plan]:
         model = load_model(path)
         spec = o.losses.get(model.model_name, SPRINT_LOSSES[model.model_name])
         name = variant_name(model.model_name, model.kernel_size, model.dilation) + "_sprint.pth"
-        sha = _sha256(Path(path))
+        sha = sha256_file(path)
         start = next((v["items"] for v in known.values() if v.get("sha256") == sha), None)
         model = prepare_model(model, runtime.device, runtime.precision, channels_last=True).train()
         plans.append(_Plan(Path(path), model, _label(model), SprintLoss(spec), name, share, start))
