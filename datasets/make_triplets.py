@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cdfi.cli import run_cli
-from cdfi.io.atomic import OutputExistsError
+from cdfi.io.atomic import OutputExistsError, publish_directory, staging_directory
 from cdfi.io.images import IMAGE_SUFFIXES
 
 __all__ = ["BuildReport", "TripletBuildError", "build_triplets", "main", "parse_size", "read_frames"]
@@ -225,13 +224,6 @@ def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a[::4, ::4].astype(np.int16) - b[::4, ::4].astype(np.int16)).mean() / 255.0)
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it: the only portable way)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _link(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -283,8 +275,7 @@ def build_triplets(
         if out_dir.is_file() or (any(out_dir.iterdir()) and not (out_dir / "tri_trainlist.txt").is_file()):
             raise TripletBuildError(f"{out_dir}: exists and is not a triplet folder; refusing to replace it")
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        work = staging_directory(out_dir)
     except OSError as exc:
         raise TripletBuildError(f"{out_dir}: cannot create it ({exc.strerror or exc})") from None
     report = BuildReport(out_dir)
@@ -376,11 +367,7 @@ def build_triplets(
         }
         manifest = {"options": options, "clips": report.clips, "entries": entries}
         (work / "triplets.json").write_text(json.dumps(manifest, indent=1))
-        # mkdtemp made the folder private (0700); give it the mode a plain mkdir would have.
-        work.chmod(0o777 & ~_umask())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(work, out_dir)
+        publish_directory(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,22 @@ def atomic_path(path: str | Path, force: bool = True) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def staging_directory(target: Path) -> Path:
+    """A new, empty folder beside ``target`` (on its file system) in which to build it; hand it to
+    ``publish_directory`` when complete, or remove it on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+
+
+def publish_directory(work: Path, target: Path) -> None:
+    """Put the completed folder ``work`` in place of ``target`` (removing an earlier one), with the mode a
+    plain mkdir would have given it (``mkdtemp`` makes folders private, 0700)."""
+    work.chmod(0o777 & ~_umask())
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(work, target)
 
 
 def atomic_write_text(path: str | Path, text: str, force: bool = True) -> None:

@@ -28,9 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -39,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from cdfi.io.atomic import OutputExistsError
+from cdfi.io.atomic import OutputExistsError, publish_directory, staging_directory
+from cdfi.io.download import sha256_file
 
 __all__ = [
     "FORMAT",
@@ -135,14 +134,6 @@ def frames_digest(frames: np.ndarray) -> tuple[str, list[float]]:
 def _psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def encode_video(frames: np.ndarray, path: str | Path, *, lossless: bool, encoding: Encoding = Encoding()) -> None:
@@ -255,7 +246,7 @@ def _pack_video(
     entry = {
         "file": file,
         "bytes": path.stat().st_size,
-        "sha256": _sha256_file(path),
+        "sha256": sha256_file(path),
         "frames": n,
         "width": w,
         "height": h,
@@ -265,12 +256,6 @@ def _pack_video(
         "psnr_to_source": None if math.isinf(fidelity) else round(fidelity, 3),
     }
     return _Packed(entry, decoded)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def pack_bundle(
@@ -307,18 +292,14 @@ def pack_bundle(
         raise BundleError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if max_frames is not None and max_frames < 3:
         raise BundleError(f"max_frames must be at least 3, got {max_frames}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    work = staging_directory(out)
     try:
         manifest = _pack_into(
             clips, work, validation, encoding, max_mib, val_fraction, scene_cut, max_frames, evaluate, decoder, log
         )
         manifest.update(extra or {})
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        work.chmod(0o777 & ~_umask())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
+        publish_directory(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -470,7 +451,7 @@ def read_bundle(root: str | Path, *, verify: bool = True) -> Bundle:
             raise BundleError(f"{video}: missing from the bundle")
         if video.stat().st_size != entry["bytes"]:
             raise BundleError(f"{video}: {video.stat().st_size} bytes, the manifest says {entry['bytes']}")
-        if verify and _sha256_file(video) != entry["sha256"]:
+        if verify and sha256_file(video) != entry["sha256"]:
             raise BundleError(f"{video}: damaged (sha256 differs from the manifest)")
     if not items:
         raise BundleError(f"{path}: the validation split is empty")
