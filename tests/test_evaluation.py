@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from evaluation_helpers import crop_copy, read_png, small_published_root
 from inference_helpers import lively_model, save_lively
 from lpips_helpers import reference_lpips, save_backbone_as_torchvision
 from PIL import Image, ImageOps
@@ -31,32 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 MIDDLEBURY_INPUTS = ("frame10.png", "frame11.png")
 
 
-def _crop_copy(src: Path, dst: Path, box: tuple[int, int, int, int]) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(src) as img:
-        img.crop(box).save(dst)
-
-
-def _small_root(data_root: Path, root: Path, box: tuple[int, int, int, int]) -> Path:
-    """Cropped copies of a few published items, in the published layout."""
-    for seq in MIDDLEBURY:
-        for rel in (f"input/{seq}/frame10.png", f"input/{seq}/frame11.png", f"gt/{seq}/frame10i11.png"):
-            _crop_copy(data_root / "middlebury_others" / rel, root / "middlebury_others" / rel, box)
-    for n in UCF:
-        for name in ("frame_00.png", "frame_02.png", "frame_01_gt.png"):
-            _crop_copy(data_root / "ucf101_interp_ours" / n / name, root / "ucf101_interp_ours" / n / name, box)
-    return root
-
-
-def _read_png(path: Path) -> np.ndarray:
-    """Independent reader: PIL to float64 in [0, 1]."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-
-
 @pytest.fixture()
 def small_root(data_root: Path, tmp_path: Path) -> Path:
-    return _small_root(data_root, tmp_path / "data", (160, 120, 256, 184))
+    return small_published_root(data_root, tmp_path / "data", (160, 120, 256, 184), MIDDLEBURY, UCF)
 
 
 @pytest.fixture()
@@ -116,8 +94,8 @@ def test_compressed_adacof_run(
         for item in entry["items"]:
             png = out / folder / item["name"] / filename
             assert Path(item["output"]) == png
-            pred = _read_png(png)
-            gt = _read_png(small_root / folder / gt_pattern.format(item["name"]))
+            pred = read_png(png)
+            gt = read_png(small_root / folder / gt_pattern.format(item["name"]))
             assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
             assert item["ssim"] == pytest.approx(
                 structural_similarity(gt, pred, data_range=1, channel_axis=-1), abs=1e-6
@@ -130,7 +108,7 @@ def test_compressed_adacof_run(
             assert grid.size == (5 * pred.shape[1], pred.shape[0])
         first = entry["items"][0]
         frames = [
-            _read_png(small_root / folder / p)
+            read_png(small_root / folder / p)
             for p in (
                 ("input/Beanbags/frame10.png", "input/Beanbags/frame11.png")
                 if key == "middlebury"
@@ -139,7 +117,7 @@ def test_compressed_adacof_run(
         ]
         with torch.no_grad():
             direct = model(*(torch.from_numpy(f).permute(2, 0, 1)[None].float().to(device) for f in frames))[0]
-        written = torch.from_numpy(_read_png(Path(first["output"]))).permute(2, 0, 1).float()
+        written = torch.from_numpy(read_png(Path(first["output"]))).permute(2, 0, 1).float()
         # the PNG is this output rounded to 8 bits (one level of slack for rounding-boundary float noise)
         assert (direct.cpu().clamp(0, 1) - written).abs().max() <= 1 / 255 + 1e-4
         mean = entry["mean"]
@@ -175,11 +153,11 @@ def test_ensemble_writes_the_mean_of_both_orders(small_root: Path, tmp_path: Pat
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = lively_model().to(device)
     to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float().to(device)  # noqa: E731
-    a, b = (to_t(_read_png(small_root / "middlebury_others" / f"input/Beanbags/{f}")) for f in MIDDLEBURY_INPUTS)
+    a, b = (to_t(read_png(small_root / "middlebury_others" / f"input/Beanbags/{f}")) for f in MIDDLEBURY_INPUTS)
     with torch.no_grad():
         want = ((model(a, b) + model(b, a)) / 2)[0].cpu().clamp(0, 1)
         plain = model(a, b)[0].cpu().clamp(0, 1)
-    written = torch.from_numpy(_read_png(Path(results["sets"]["middlebury"]["items"][0]["output"]))).permute(2, 0, 1)
+    written = torch.from_numpy(read_png(Path(results["sets"]["middlebury"]["items"][0]["output"]))).permute(2, 0, 1)
     assert (want - written.float()).abs().max() <= 1 / 255 + 1e-4
     assert (plain - written.float()).abs().max() > 2 / 255  # and differs from the plain model
 
@@ -208,7 +186,7 @@ def test_ensemble_benchmark_agrees_with_test_py(
 
 
 def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = _small_root(data_root, tmp_path / "data", (200, 150, 232, 182))
+    root = small_published_root(data_root, tmp_path / "data", (200, 150, 232, 182), MIDDLEBURY, UCF)
     torch.manual_seed(5)
     ckpt = save_checkpoint(tmp_path / "cdfi.pth", make_model("cdfi_adacof", 11, 2), epoch=3)
     out = tmp_path / "out"
@@ -234,8 +212,8 @@ def test_cdfi_test_py_on_tiny_crops(data_root: Path, tmp_path: Path, capsys: pyt
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["model"] == "cdfi_adacof" and list(results["sets"]) == ["middlebury"]
     (item,) = results["sets"]["middlebury"]["items"]
-    pred = _read_png(out / "middlebury_others" / "Beanbags" / "frame10i11.png")
-    gt = _read_png(root / "middlebury_others" / "gt" / "Beanbags" / "frame10i11.png")
+    pred = read_png(out / "middlebury_others" / "Beanbags" / "frame10i11.png")
+    gt = read_png(root / "middlebury_others" / "gt" / "Beanbags" / "frame10i11.png")
     assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
 
 
@@ -326,7 +304,7 @@ def test_vimeo_test_split(
     entries = ("00001/0001", "00002/0007")
     for entry, n in zip(entries, UCF, strict=True):
         for src, dst in (("frame_00.png", "im1.png"), ("frame_01_gt.png", "im2.png"), ("frame_02.png", "im3.png")):
-            _crop_copy(data_root / "ucf101_interp_ours" / n / src, vimeo / "sequences" / entry / dst, (0, 0, 64, 32))
+            crop_copy(data_root / "ucf101_interp_ours" / n / src, vimeo / "sequences" / entry / dst, (0, 0, 64, 32))
     out = tmp_path / "out"
     args = [
         "--checkpoint",
@@ -348,8 +326,8 @@ def test_vimeo_test_split(
     assert [i["name"] for i in results["items"]] == list(entries)
     for item in results["items"]:
         png = out / "vimeo90k_test" / item["name"] / "im2.png"
-        gt = _read_png(vimeo / "sequences" / item["name"] / "im2.png")
-        assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, _read_png(png), data_range=1), abs=1e-6)
+        gt = read_png(vimeo / "sequences" / item["name"] / "im2.png")
+        assert item["psnr"] == pytest.approx(peak_signal_noise_ratio(gt, read_png(png), data_range=1), abs=1e-6)
 
 
 def _vimeo_split(data_root: Path, root: Path, count: int) -> list[str]:
@@ -359,7 +337,7 @@ def _vimeo_split(data_root: Path, root: Path, count: int) -> list[str]:
         src = data_root / "ucf101_interp_ours" / UCF101_ITEMS[i % len(UCF101_ITEMS)]
         box = (8 * i, 4 * i, 8 * i + 48, 4 * i + 32)
         for name, dst in (("frame_00.png", "im1.png"), ("frame_01_gt.png", "im2.png"), ("frame_02.png", "im3.png")):
-            _crop_copy(src / name, root / "sequences" / entry / dst, box)
+            crop_copy(src / name, root / "sequences" / entry / dst, box)
     (root / "tri_testlist.txt").write_text("\n".join(entries) + "\n\n")
     return entries
 
@@ -405,7 +383,7 @@ def test_vimeo_augment_serves_the_published_readers_views(data_root: Path, tmp_p
         assert item.views() == []
         files = [root / "sequences" / entry / f"im{i}.png" for i in (1, 3, 2)]
         for ours, path in zip(read_item(item), files, strict=True):
-            assert np.abs(_hwc(ours) - _read_png(path)).max() < 1e-6
+            assert np.abs(_hwc(ours) - read_png(path)).max() < 1e-6
 
 
 def test_vimeo_augment_in_the_cli(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -429,8 +407,8 @@ def test_vimeo_augment_in_the_cli(data_root: Path, tmp_path: Path, capsys: pytes
             if served:
                 frame0, gt, frame2 = served[i]
             else:
-                frame0, gt, frame2 = (_read_png(root / "sequences" / entries[i] / f"im{k}.png") for k in (1, 2, 3))
-            pred = _read_png(Path(item["output"]))
+                frame0, gt, frame2 = (read_png(root / "sequences" / entries[i] / f"im{k}.png") for k in (1, 2, 3))
+            pred = read_png(Path(item["output"]))
             with torch.no_grad():
                 direct = model(*(torch.from_numpy(f).permute(2, 0, 1)[None].float() for f in (frame0, frame2)))
             assert np.abs(direct[0].clamp(0, 1).permute(1, 2, 0).numpy() - pred).max() <= 1 / 255 + 1e-4
@@ -461,8 +439,8 @@ def test_adacof_pytorch_checkpoint_with_its_config(
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert (meta["model"], meta["kernel_size"], meta["dilation"]) == ("adacof", 11, 1)
     assert meta["checkpoint"] == str(folder / "ckpt.pth") and meta["config"] == str(config)
-    a, b = (_read_png(small_root / "middlebury_others" / "input" / "Beanbags" / f) for f in MIDDLEBURY_INPUTS)
-    written = torch.from_numpy(_read_png(out / "middlebury_others" / "Beanbags" / "frame10i11.png"))
+    a, b = (read_png(small_root / "middlebury_others" / "input" / "Beanbags" / f) for f in MIDDLEBURY_INPUTS)
+    written = torch.from_numpy(read_png(out / "middlebury_others" / "Beanbags" / "frame10i11.png"))
     as_d2 = make_model("adacof", 11, 2).eval()
     as_d2.load_state_dict(model.state_dict())
     with torch.no_grad():

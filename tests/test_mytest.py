@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from evaluation_helpers import crop_copy, read_png, small_published_root
 from inference_helpers import lively_model
 from lpips_helpers import reference_lpips, save_backbone_as_torchvision
-from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import cdfi.evaluation.cli
@@ -32,18 +32,6 @@ VARIANT_F11 = ["--model", "compressed_adacof", "--kernel_size", "11", "--dilatio
 ROW = re.compile(r"^(\S+): +(\S+) +(\S+) +(\S+) *$")
 
 
-def _crop_copy(src: Path, dst: Path, box: tuple[int, int, int, int]) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(src) as img:
-        img.crop(box).save(dst)
-
-
-def _read_png(path: Path) -> np.ndarray:
-    """Independent reader: PIL to float64 in [0, 1]."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-
-
 def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None].float().to(device)
 
@@ -51,14 +39,7 @@ def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 @pytest.fixture()
 def small_root(data_root: Path, tmp_path: Path) -> Path:
     """Cropped copies of two Middlebury and two UCF101 items, in the published data layout."""
-    root, box = tmp_path / "data", (160, 120, 224, 168)
-    for seq in MIDDLEBURY:
-        for rel in (f"input/{seq}/frame10.png", f"input/{seq}/frame11.png", f"gt/{seq}/frame10i11.png"):
-            _crop_copy(data_root / "middlebury_others" / rel, root / "middlebury_others" / rel, box)
-    for n in UCF:
-        for name in ("frame_00.png", "frame_02.png", "frame_01_gt.png"):
-            _crop_copy(data_root / "ucf101_interp_ours" / n / name, root / "ucf101_interp_ours" / n / name, box)
-    return root
+    return small_published_root(data_root, tmp_path / "data", (160, 120, 224, 168), MIDDLEBURY, UCF)
 
 
 @pytest.fixture()
@@ -67,7 +48,7 @@ def vimeo_dir(data_root: Path, tmp_path: Path) -> Path:
     vimeo = tmp_path / "vimeo_triplet"
     for entry, n in zip(VIMEO, UCF, strict=True):
         for src, dst in (("frame_00.png", "im1.png"), ("frame_01_gt.png", "im2.png"), ("frame_02.png", "im3.png")):
-            _crop_copy(data_root / "ucf101_interp_ours" / n / src, vimeo / "sequences" / entry / dst, (0, 0, 64, 32))
+            crop_copy(data_root / "ucf101_interp_ours" / n / src, vimeo / "sequences" / entry / dst, (0, 0, 64, 32))
     (vimeo / "tri_testlist.txt").write_text("\n".join(VIMEO) + "\n\n")
     return vimeo
 
@@ -165,21 +146,21 @@ def test_published_layout_rows_average_and_results(
         assert [float(average.group(i)) for i in (2, 3, 4)] == pytest.approx(values.mean(0), abs=1e-12)
         for name, (psnr, ssim, lpips) in zip(names, values, strict=True):
             png = out / folder / name / "output.png"
-            pred = _read_png(png)
+            pred = read_png(png)
             if key == "middlebury":
                 gt_path = small_root / "middlebury_others" / "gt" / name / "frame10i11.png"
                 inputs = [small_root / "middlebury_others" / "input" / name / f for f in ("frame10.png", "frame11.png")]
             else:
                 gt_path = small_root / "ucf101_interp_ours" / name / "frame_01_gt.png"
                 inputs = [small_root / "ucf101_interp_ours" / name / f for f in ("frame_00.png", "frame_02.png")]
-            gt = _read_png(gt_path)
+            gt = read_png(gt_path)
             assert psnr == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
             assert ssim == pytest.approx(structural_similarity(gt, pred, data_range=1, channel_axis=-1), abs=1e-6)
             with torch.no_grad():
                 assert lpips == pytest.approx(
                     reference(_to_tensor(pred, device), _to_tensor(gt, device)).item(), rel=1e-4, abs=1e-6
                 )
-                direct = model(*(_to_tensor(_read_png(p), device) for p in inputs))[0].cpu().clamp(0, 1)
+                direct = model(*(_to_tensor(read_png(p), device) for p in inputs))[0].cpu().clamp(0, 1)
             written = torch.from_numpy(pred).permute(2, 0, 1).float()
             assert (direct - written).abs().max() <= 1 / 255 + 1e-4  # the library's model wrote this PNG
         entry = results["sets"][key]
@@ -193,8 +174,8 @@ def test_published_layout_rows_average_and_results(
     for index, (entry, line) in enumerate(zip(VIMEO, vimeo_rows, strict=True)):
         match = re.fullmatch(r"idx: (\d+), psnr: (\S+), ssim: (\S+), lpips: (\S+)", line)
         assert match and int(match.group(1)) == index
-        pred = _read_png(out / "vimeo90k" / f"{index}.png")
-        gt = _read_png(vimeo_dir / "sequences" / entry / "im2.png")
+        pred = read_png(out / "vimeo90k" / f"{index}.png")
+        gt = read_png(vimeo_dir / "sequences" / entry / "im2.png")
         assert float(match.group(2)) == pytest.approx(peak_signal_noise_ratio(gt, pred, data_range=1), abs=1e-6)
         parsed.append([float(match.group(i)) for i in (2, 3, 4)])
     means = [float(v) for v in lines[start + 3].split()]
