@@ -38,12 +38,12 @@ from cdfi.compression.extended import (
 )
 from cdfi.compression.pruning import PruneConfig, PruneResult, prune
 from cdfi.runtime import resolve_runtime
-from cdfi.training.losses import PUBLISHED_LOSS
+from cdfi.training.losses import PUBLISHED_LOSS, drop_term
 from lpips_pytorch import build_lpips
 from models import list_models
 
 PUBLISHED_EPS = 0.0  # the published make_optimizer passes no eps to OBProxSG, whose default is 0
-LOSS_WITHOUT_VGG = "1*Charb+0.01*g_Spatial"  # the published default loss less its VGG term
+LOSS_WITHOUT_VGG = drop_term(PUBLISHED_LOSS, "VGG")  # the published default loss less its VGG term
 
 
 def build_parser() -> argparse.ArgumentParser:
