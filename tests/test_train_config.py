@@ -62,14 +62,14 @@ def _flat(config: TrainConfig) -> dict:
 
 
 def test_the_defaults_are_the_published_train_py(monkeypatch) -> None:
-    monkeypatch.setattr("cdfi.training.config.vgg_weights_available", lambda path=None: True)
+    monkeypatch.setattr("cdfi.training.losses.vgg_weights_available", lambda path=None: True)
     config = build_config()
     assert {k: _value(config, k) for k in PUBLISHED_TRAIN_PY} == PUBLISHED_TRAIN_PY
     assert config.recipe == "published" and config.run_dir == Path("model_weights/cdfi_adacof_F_11_D_2")
 
 
 def test_without_vgg_weights_the_published_loss_drops_only_its_vgg_term(monkeypatch, capsys) -> None:
-    monkeypatch.setattr("cdfi.training.config.vgg_weights_available", lambda path=None: False)
+    monkeypatch.setattr("cdfi.training.losses.vgg_weights_available", lambda path=None: False)
     published = [t for t in parse_loss(PUBLISHED_TRAIN_PY["optimisation.loss"]) if t.name != "VGG"]
     assert parse_loss(build_config().optimisation.loss) == published
     assert "VGG term is dropped" in capsys.readouterr().err

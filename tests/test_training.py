@@ -269,7 +269,7 @@ def _parsed(*argv: str):
 
 
 def test_small_recipe_sets_its_defaults_and_explicit_flags_win(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("cdfi.training.config.vgg_weights_available", lambda path=None: True)  # the published loss
+    monkeypatch.setattr("cdfi.training.losses.vgg_weights_available", lambda path=None: True)  # the published loss
     make_set(tmp_path / "data", test=2)
     argv = ("--recipe", "small", "--crop", "32", "--batch_size", "2", "--max_steps", "1")
     assert run_cli(tmp_path, *argv, "--model", "compressed_adacof") == 0

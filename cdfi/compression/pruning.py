@@ -24,7 +24,7 @@ from cdfi.compression.densities import conv_densities, model_density
 from cdfi.io.atomic import ensure_writable
 from cdfi.io.checkpoint import load_model, save_checkpoint
 from cdfi.runtime import Runtime
-from cdfi.training.losses import DEFAULT_LOSSES, VGG16_FILE, CompositeLoss, VGGWeightsError
+from cdfi.training.losses import DEFAULT_LOSSES, VGG16_FILE, CompositeLoss, without_missing_vgg
 from cdfi.training.optim import build_scheduler, check_decay_type
 from cdfi.training.sampler import ResumableSampler
 from cdfi.training.trainer import Trainer, TrainerOptions
@@ -202,18 +202,11 @@ class PruneResult:
 
 def _loss(config: PruneConfig, model_name: str) -> CompositeLoss:
     spec = config.loss or (CDFI_LOSS if model_name == "cdfi_adacof" else ADACOF_LOSS)
-    try:
-        return CompositeLoss(spec, vgg_weights=config.vgg_weights)
-    except VGGWeightsError:
-        if config.loss_fallback is None:
-            raise
+    if config.loss_fallback is not None:
         cache = Path(torch.hub.get_dir()) / "checkpoints"
-        print(
-            f"note: --loss {spec}: no ImageNet VGG16 weights here, so the VGG term is dropped: "
-            f"using {config.loss_fallback} (put torchvision's {VGG16_FILE} in {cache} to keep it)",
-            file=sys.stderr,
-        )
-        return CompositeLoss(config.loss_fallback)
+        hint = f"put torchvision's {VGG16_FILE} in {cache} to keep it"
+        spec = without_missing_vgg(spec, config.vgg_weights, hint, fallback=config.loss_fallback)
+    return CompositeLoss(spec, vgg_weights=config.vgg_weights)
 
 
 def _loader(config: PruneConfig, runtime: Runtime) -> DataLoader:

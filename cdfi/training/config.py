@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cdfi.training.init import INITS
-from cdfi.training.losses import DEFAULT_LOSSES, drop_term, parse_loss, vgg_weights_available
+from cdfi.training.losses import DEFAULT_LOSSES, parse_loss, without_missing_vgg
 from cdfi.training.optim import OPTIMIZERS, check_decay_type
 from cupy_module import SAMPLING_RULES
 from models import DEFAULT_SAMPLING, DEFAULT_SIZES, list_models, variant_name
@@ -403,15 +402,7 @@ def default_loss(model: str, vgg_weights: str | None = None) -> str:
     downloaded here) its VGG term is dropped with a one-line note, so that the published command runs
     as written. An explicit ``--loss`` with VGG still needs the weights (one-line error)."""
     loss = DEFAULT_LOSSES[model]
-    if any(t.name == "VGG" for t in parse_loss(loss)) and not vgg_weights_available(vgg_weights):
-        fallback = drop_term(loss, "VGG")
-        print(
-            f"note: no ImageNet VGG16 weights here, so the published loss's VGG term is dropped: training with "
-            f"{fallback} (pass --vgg_weights PATH for {loss})",
-            file=sys.stderr,
-        )
-        return fallback
-    return loss
+    return without_missing_vgg(loss, vgg_weights, f"pass --vgg_weights PATH for {loss}")
 
 
 def resolve(doc: Mapping[str, Any]) -> TrainConfig:

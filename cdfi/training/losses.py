@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,20 @@ def vgg_weights_available(path: str | Path | None = None) -> bool:
     except VGGWeightsError:
         return False
     return True
+
+
+def without_missing_vgg(spec: str, vgg_weights: str | Path | None, hint: str, fallback: str | None = None) -> str:
+    """``spec`` when it has no VGG term or the VGG16 weights are found; else ``fallback`` (default: ``spec``
+    less its VGG term) with a one-line note ending in ``hint`` (how to keep the term). No ImageNet weights
+    can be downloaded here, and a published default loss should still run."""
+    if not any(t.name == "VGG" for t in parse_loss(spec)) or vgg_weights_available(vgg_weights):
+        return spec
+    used = drop_term(spec, "VGG") if fallback is None else fallback
+    print(
+        f"note: loss {spec}: no ImageNet VGG16 weights here, so the VGG term is dropped: using {used} ({hint})",
+        file=sys.stderr,
+    )
+    return used
 
 
 def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
