@@ -23,7 +23,7 @@ from cdfi.evaluation.protocol import SetResult, evaluate_set, write_results_json
 from cdfi.inference.ensemble import add_ensemble_argument
 from cdfi.inference.prealign import add_prealign_argument
 from cdfi.inference.stack import InferenceOptions, build_inference_stack
-from cdfi.io.adacof_config import model_options_from_config
+from cdfi.io.adacof_config import sizes_agreeing_with_config
 from cdfi.io.atomic import ensure_writable
 from cdfi.io.checkpoint import load_model
 from cdfi.io.paths import CHECKPOINT_DIR, REPO_ROOT, MissingCheckpointError, resolve_checkpoint, resolve_data_root
@@ -184,10 +184,7 @@ def _variant(face: Face, args: argparse.Namespace) -> Variant:
         if chosen is not None:
             raise UsageError(f"--config evaluates an AdaCoF-pytorch checkpoint (model adacof); drop --model {chosen}")
         config = Path(args.config)
-        k, d = model_options_from_config(config)
-        for flag, given, value in (("--kernel_size", args.kernel_size, k), ("--dilation", args.dilation, d)):
-            if given is not None and given != value:
-                raise UsageError(f"{flag} {given} disagrees with {config}, which gives {flag[2:]} {value}")
+        k, d = sizes_agreeing_with_config(config, args.kernel_size, args.dilation)
         checkpoint = Path(args.checkpoint) if explicit else config.parent / ADACOF_CHECKPOINT
         return Variant("adacof", k, d, checkpoint, True, config)
     family = chosen or face.family or face.models[0]

@@ -24,7 +24,7 @@ from cdfi.inference.interpolator import Interpolator
 from cdfi.inference.prealign import add_prealign_argument
 from cdfi.inference.stack import InferenceOptions
 from cdfi.inference.tiling import DEFAULT_OVERLAP
-from cdfi.io.adacof_config import model_options_from_config
+from cdfi.io.adacof_config import sizes_agreeing_with_config
 from cdfi.io.atomic import ensure_writable
 from cdfi.io.checkpoint import VariantMismatchError
 from cdfi.io.images import IMAGE_SUFFIXES, read_image, write_image
@@ -147,10 +147,7 @@ def model_request(args: argparse.Namespace) -> ModelRequest:
     config = Path(args.config)
     if args.model not in (None, "adacof"):
         raise UsageError(f"--config loads an AdaCoF-pytorch checkpoint (model adacof); drop --model {args.model}")
-    k, d = model_options_from_config(config)
-    for flag, given, value in (("--kernel_size", args.kernel_size, k), ("--dilation", args.dilation, d)):
-        if given is not None and given != value:
-            raise UsageError(f"{flag} {given} disagrees with {config}, which gives {flag[2:]} {value}; drop {flag}")
+    k, d = sizes_agreeing_with_config(config, args.kernel_size, args.dilation)
     return ModelRequest("adacof", k, d, config)
 
 

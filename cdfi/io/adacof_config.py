@@ -75,4 +75,24 @@ def model_options_from_config(path: str | Path) -> tuple[int, int]:
     return int(config["kernel_size"]), int(config["dilation"])
 
 
-__all__ = ["DEFAULT_DILATION", "AdacofConfigError", "model_options_from_config", "read_adacof_config"]
+def sizes_agreeing_with_config(
+    path: str | Path, kernel_size: int | None = None, dilation: int | None = None
+) -> tuple[int, int]:
+    """``model_options_from_config(path)``, refusing a ``--kernel_size``/``--dilation`` the user also gave
+    that disagrees with the file (one line naming the flag to drop)."""
+    k, d = model_options_from_config(path)
+    for flag, given, value in (("--kernel_size", kernel_size, k), ("--dilation", dilation, d)):
+        if given is not None and given != value:
+            raise AdacofConfigError(
+                f"{flag} {given} disagrees with {path}, which gives {flag[2:]} {value}; drop {flag}"
+            )
+    return k, d
+
+
+__all__ = [
+    "DEFAULT_DILATION",
+    "AdacofConfigError",
+    "model_options_from_config",
+    "read_adacof_config",
+    "sizes_agreeing_with_config",
+]
