@@ -33,13 +33,12 @@ Typical training step::
         loss = criterion(model(f0, f2), gt)
     scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
 
-For argparse: ``add_precision_argument(parser, default="auto")`` (``test.py`` uses ``default="fp32"``
-so that its numbers stay comparable with the paper).
+The command-line flag is ``--precision`` of ``cdfi.runtime.add_runtime_arguments`` (``test.py`` keeps
+``fp32`` as its default so that its numbers stay comparable with the paper).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import functools
@@ -255,25 +254,11 @@ def make_grad_scaler(device: torch.device | str, precision: str) -> torch.amp.Gr
     return torch.amp.GradScaler(kind, enabled=enabled)
 
 
-def add_precision_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    """Add ``--precision {auto,fp32,bf16,fp16}`` to a CLI; resolve it with ``resolve_precision``."""
-    parser.add_argument(
-        "--precision",
-        default=default,
-        choices=("auto", *PRECISIONS),
-        help=(
-            "numeric precision: fp32 everywhere, bf16 on CPUs with native bf16 and on recent GPUs, fp16 on "
-            f"GPUs only; auto = the device's default, see cdfi/runtime/precision.py (default: {default})"
-        ),
-    )
-
-
 __all__ = [
     "CPU_PRECISIONS",
     "DTYPES",
     "PRECISIONS",
     "PrecisionError",
-    "add_precision_argument",
     "autocast",
     "autocast_dtype",
     "compile_model",
